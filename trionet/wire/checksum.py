@@ -1,0 +1,37 @@
+"""Internet checksum (RFC 1071) without a Python loop over words.
+
+A big integer read big-endian is a polynomial in 2**16; since 2**16 == 1
+(mod 0xFFFF), the integer mod 0xFFFF is the ones'-complement sum of its 16-bit
+words, computed in C.
+"""
+
+from ipaddress import IPv4Address, IPv6Address
+
+_BYTES_FOR = {4: 12, 6: 40}
+
+
+def ones_complement_sum(data, initial: int = 0) -> int:
+    """Ones'-complement sum of ``data`` (odd length padded with a zero byte)
+    plus ``initial``, folded to 16 bits. Returns 0xFFFF rather than 0 for a
+    non-zero sum ("negative zero"), so a valid packet sums to 0xFFFF."""
+    n = len(data)
+    value = int.from_bytes(data, "big")
+    if n & 1:
+        value <<= 8
+    total = (value + initial) % 0xFFFF
+    if total == 0 and (value or initial):
+        return 0xFFFF
+    return total
+
+
+def internet_checksum(data, initial: int = 0) -> int:
+    """The 16-bit field to store: complement of the ones'-complement sum."""
+    return ~ones_complement_sum(data, initial) & 0xFFFF
+
+
+def pseudo_header_sum(src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Address,
+                      protocol: int, length: int) -> int:
+    """Sum of the pseudo-header for TCP/UDP checksums: RFC 9293 3.1 (IPv4)
+    and RFC 8200 8.1 (IPv6). Added as ``initial`` to the segment's sum."""
+    return (int.from_bytes(src.packed, "big") + int.from_bytes(dst.packed, "big")
+            + protocol + length) % 0xFFFF
