@@ -1,0 +1,20 @@
+"""Links: whole Ethernet frames in and out (TAP, loopback, in-memory cable,
+Ethernet over UDP, and a pcap-writing wrapper)."""
+
+from .base import Link
+from .cable import CableEnd, virtual_cable
+from .capture import Capture, read_pcap
+from .loopback import LoopbackLink
+from .tap import TapLink
+from .tunnel import UdpTunnelLink
+
+__all__ = [
+    "Link",
+    "LoopbackLink",
+    "virtual_cable",
+    "CableEnd",
+    "TapLink",
+    "UdpTunnelLink",
+    "Capture",
+    "read_pcap",
+]

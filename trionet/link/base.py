@@ -19,6 +19,9 @@ class Link(abc.ABC):
     #: True where frames never leave memory (cable, loopback): checksums may
     #: be neither computed nor verified.
     checksum_offload: bool = False
+    #: False where frames need no link-layer address resolution (loopback):
+    #: the interface skips ARP/NDP and fills in any MAC address.
+    needs_arp: bool = True
 
     def __init__(self) -> None:
         self.stats: Counter[str] = Counter()

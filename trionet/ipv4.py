@@ -1,0 +1,172 @@
+"""IPv4 fragmentation and reassembly without I/O (RFC 791 3.2, RFC 815)."""
+
+from ipaddress import IPv4Address
+
+import attrs
+
+from .wire.errors import WireError
+from .wire.ipv4 import IPv4Header
+
+#: RFC 791 3.1: an option whose type has this bit is copied into every fragment.
+_OPTION_COPIED = 0x80
+
+
+def copied_options(options: bytes) -> bytes:
+    """The options a non-first fragment carries (RFC 791 3.2, "copied" flag)."""
+    out = bytearray()
+    i, n = 0, len(options)
+    while i < n:
+        kind = options[i]
+        if kind == 0:  # end of option list
+            break
+        if kind == 1:  # no-operation
+            i += 1
+            continue
+        length = options[i + 1] if i + 1 < n else 0
+        if length < 2:
+            break
+        if kind & _OPTION_COPIED:
+            out += options[i:i + length]
+        i += length
+    return bytes(out)
+
+
+def fragment(header: IPv4Header, payload, mtu: int) -> list[tuple[IPv4Header, memoryview]]:
+    """Split a datagram so each piece fits ``mtu`` (RFC 791 3.2).
+
+    Also splits a fragment further (offsets stay relative to the original).
+    """
+    payload = memoryview(payload)
+    first_room = (mtu - header.header_length) & ~7
+    later_header = attrs.evolve(header, options=copied_options(header.options))
+    later_room = (mtu - later_header.header_length) & ~7
+    if first_room <= 0 or later_room <= 0:
+        raise ValueError(f"mtu {mtu} is too small to fragment into")
+    pieces = []
+    offset = 0
+    total = len(payload)
+    while offset < total:
+        room = first_room if offset == 0 else later_room
+        chunk = payload[offset:offset + room]
+        last = offset + len(chunk) >= total
+        base = header if offset == 0 else later_header
+        pieces.append((attrs.evolve(
+            base,
+            fragment_offset=header.fragment_offset + offset,
+            more_fragments=header.more_fragments if last else True,
+        ), chunk))
+        offset += len(chunk)
+    return pieces
+
+
+@attrs.define(slots=True)
+class _Datagram:
+    deadline: float
+    fragments: dict[int, bytes] = attrs.Factory(dict)
+    held: int = 0
+    #: Payload length, known once the last fragment (MF clear) arrived.
+    total: int | None = None
+    #: The first fragment's header and raw bytes (for the ICMP quote).
+    first_header: IPv4Header | None = None
+    first_raw: bytes | None = None
+
+
+@attrs.frozen(slots=True)
+class ReassemblyConfig:
+    #: RFC 1122 3.3.2 recommends 60-120 s; Linux uses 30 s.
+    timeout: float = 30.0
+    #: Payload bytes held across all datagrams being reassembled.
+    max_bytes: int = 4 * 1024 * 1024
+    #: Fragments per datagram; more means an attack, not a sender.
+    max_fragments: int = 256
+
+
+class Reassembler:
+    """Datagrams being put back together, keyed (src, dst, protocol, id).
+
+    Overlapping fragments discard the whole datagram (as Linux does since
+    CVE-2018-5391; RFC 5722 for IPv6); exact duplicates are ignored.
+    """
+
+    def __init__(self, config: ReassemblyConfig | None = None):
+        self.config = config or ReassemblyConfig()
+        self._datagrams: dict[tuple, _Datagram] = {}
+        self.bytes_held = 0
+
+    def __len__(self) -> int:
+        return len(self._datagrams)
+
+    def _discard(self, key: tuple) -> None:
+        datagram = self._datagrams.pop(key)
+        self.bytes_held -= datagram.held
+
+    def add(self, header: IPv4Header, payload, raw, now: float) -> tuple[IPv4Header, bytes, bytes] | None:
+        """Take one fragment; once the datagram is whole return (header,
+        payload, raw first fragment). Raises WireError for a dropped fragment."""
+        offset = header.fragment_offset
+        length = len(payload)
+        if header.more_fragments and (length == 0 or length % 8):
+            raise WireError("ipv4.bad_fragment", "non-final fragment not a multiple of 8")
+        key = (header.src, header.dst, header.protocol, header.identification)
+        datagram = self._datagrams.get(key)
+        if datagram is None:
+            if self.bytes_held + length > self.config.max_bytes:
+                raise WireError("ipv4.reassembly_full")
+            datagram = self._datagrams[key] = _Datagram(now + self.config.timeout)
+        end = offset + length
+        for other_offset, other in datagram.fragments.items():
+            if other_offset < end and offset < other_offset + len(other):
+                if other_offset == offset and other == payload:
+                    return None  # an exact duplicate
+                self._discard(key)
+                raise WireError("ipv4.fragment_overlap")
+        if not header.more_fragments:
+            if datagram.total is not None or any(o + len(d) > end for o, d in datagram.fragments.items()):
+                self._discard(key)
+                raise WireError("ipv4.fragment_inconsistent")
+            datagram.total = end
+        elif datagram.total is not None and end > datagram.total:
+            self._discard(key)
+            raise WireError("ipv4.fragment_inconsistent")
+        if len(datagram.fragments) >= self.config.max_fragments:
+            self._discard(key)
+            raise WireError("ipv4.too_many_fragments")
+        if self.bytes_held + length > self.config.max_bytes:
+            self._discard(key)
+            raise WireError("ipv4.reassembly_full")
+        datagram.fragments[offset] = bytes(payload)
+        datagram.held += length
+        self.bytes_held += length
+        if offset == 0:
+            datagram.first_header = header
+            datagram.first_raw = bytes(raw)
+        if datagram.total is None or datagram.held != datagram.total or datagram.first_header is None:
+            return None
+        # No overlaps and held == total: the pieces tile the datagram.
+        self._discard(key)
+        whole = b"".join(datagram.fragments[o] for o in sorted(datagram.fragments))
+        header = attrs.evolve(datagram.first_header, more_fragments=False, fragment_offset=0)
+        return header, whole, datagram.first_raw
+
+    def expire(self, now: float) -> list[bytes]:
+        """Drop datagrams past their deadline; return the raw first fragment
+        of each that had one (RFC 792: ICMP time exceeded, code 1)."""
+        quotes = []
+        for key, datagram in list(self._datagrams.items()):
+            if now >= datagram.deadline:
+                self._discard(key)
+                if datagram.first_raw is not None:
+                    quotes.append(datagram.first_raw)
+        return quotes
+
+    def next_deadline(self) -> float:
+        return min((d.deadline for d in self._datagrams.values()), default=float("inf"))
+
+
+def is_unicast_source(address: IPv4Address) -> bool:
+    """RFC 1122 3.2.1.3 / RFC 1812 5.3.7: a source that may be answered."""
+    return not (address.is_multicast or address.is_unspecified or address == _LIMITED_BROADCAST
+                or address.is_reserved)
+
+
+_LIMITED_BROADCAST = IPv4Address("255.255.255.255")

@@ -1,0 +1,147 @@
+"""Record a link's traffic in a pcap file that tcpdump and Wireshark read."""
+
+import os
+import struct
+import time
+
+from .base import Link
+
+# The classic libpcap format: a global header, then per frame a record header
+# (seconds, microseconds, captured length, original length) and the bytes.
+_MAGIC = 0xA1B2C3D4
+_MAGIC_NS = 0xA1B23C4D
+_LINKTYPE_ETHERNET = 1
+_GLOBAL = struct.Struct("<IHHiIII")
+_RECORD = struct.Struct("<IIII")
+
+
+class Capture(Link):
+    """Wraps ``link`` and writes every frame sent and received to ``file``
+    (a path, or a binary file object opened for writing) as pcap.
+
+    A ``Capture`` is itself a Link with the inner link's ``mtu``,
+    ``checksum_offload`` and ``needs_arp``; ``stats`` is the inner link's
+    counter (shared) and ``inner`` the link itself. Frames longer than
+    ``snaplen`` are cut to ``snaplen`` in the file. The file is flushed after
+    each sent frame and each received batch (writes are synchronous: this is
+    a debugging aid). ``aclose`` closes the inner link, and the file if the
+    capture opened it.
+    """
+
+    __slots__ = ("inner", "stats", "snaplen", "_file", "_owns_file", "_closed")
+
+    def __init__(self, link: Link, file, *, snaplen: int = 262144) -> None:
+        # Not calling Link.__init__: the counter is the inner link's.
+        if not isinstance(link, Link):
+            raise TypeError(f"Capture wraps a Link, got {type(link).__name__}")
+        if snaplen < 1:
+            raise ValueError(f"snaplen must be positive, got {snaplen!r}")
+        self.inner = link
+        self.stats = link.stats
+        self.snaplen = snaplen
+        if isinstance(file, (str, bytes, os.PathLike)):
+            self._file = open(file, "wb")
+            self._owns_file = True
+        elif hasattr(file, "write"):
+            self._file = file
+            self._owns_file = False
+        else:
+            raise TypeError(f"file must be a path or a binary file object, got {file!r}")
+        self._closed = False
+        try:
+            self._file.write(_GLOBAL.pack(_MAGIC, 2, 4, 0, 0, snaplen, _LINKTYPE_ETHERNET))
+            self._file.flush()
+        except BaseException:
+            if self._owns_file:
+                self._file.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"<Capture of {self.inner!r}>"
+
+    @property
+    def mtu(self) -> int:
+        return self.inner.mtu
+
+    @property
+    def checksum_offload(self) -> bool:
+        return self.inner.checksum_offload
+
+    @property
+    def needs_arp(self) -> bool:
+        return self.inner.needs_arp
+
+    def _record(self, frame: bytes, write) -> None:
+        seconds, ns = divmod(time.time_ns(), 1_000_000_000)
+        length = len(frame)
+        if length > self.snaplen:
+            write(_RECORD.pack(seconds, ns // 1000, self.snaplen, length))
+            write(frame[:self.snaplen])
+        else:
+            write(_RECORD.pack(seconds, ns // 1000, length, length))
+            write(frame)
+
+    def send_frame(self, frame: bytes) -> None:
+        if not self._closed:
+            self._record(frame, self._file.write)
+            self._file.flush()
+        self.inner.send_frame(frame)
+
+    async def receive_batch(self, max_frames: int = 64) -> list[bytes]:
+        frames = await self.inner.receive_batch(max_frames)
+        if not self._closed:
+            write = self._file.write
+            for frame in frames:
+                self._record(frame, write)
+            self._file.flush()
+        return frames
+
+    def flush(self) -> None:
+        if not self._closed:
+            self._file.flush()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await self.inner.aclose()
+            return
+        self._closed = True
+        try:
+            await self.inner.aclose()
+        finally:
+            if self._owns_file:
+                self._file.close()
+            else:
+                self._file.flush()
+
+
+def read_pcap(source) -> list[tuple[float, bytes]]:
+    """Every record of a pcap file as ``(timestamp, frame)``; ``source`` is a
+    path or the file's bytes. Reads either byte order, micro- or nanosecond
+    timestamps."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        data = bytes(source)
+    else:
+        with open(source, "rb") as f:
+            data = f.read()
+    if len(data) < _GLOBAL.size:
+        raise ValueError(f"not a pcap file: {len(data)} bytes, shorter than its header")
+    for order in "<>":
+        magic = struct.unpack_from(order + "I", data)[0]
+        if magic in (_MAGIC, _MAGIC_NS):
+            break
+    else:
+        raise ValueError(f"not a pcap file: magic {data[:4].hex()}")
+    scale = 1e-6 if magic == _MAGIC else 1e-9
+    record = struct.Struct(order + "IIII")
+    records = []
+    offset = _GLOBAL.size
+    while offset < len(data):
+        if offset + record.size > len(data):
+            raise ValueError(f"truncated pcap record header at offset {offset}")
+        seconds, fraction, captured, _ = record.unpack_from(data, offset)
+        offset += record.size
+        if offset + captured > len(data):
+            raise ValueError(f"truncated pcap record at offset {offset}")
+        records.append((seconds + fraction * scale, data[offset:offset + captured]))
+        offset += captured
+    return records

@@ -1,0 +1,174 @@
+"""TCP demultiplexing: connections by 4-tuple, listeners by port, RSTs for
+everything else (RFC 9293 3.10.7.1), ephemeral ports and ISNs."""
+
+from __future__ import annotations
+
+import errno
+import logging
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ..route import IPAddress, parse_address
+from ..udp import check_port
+from ..wire.errors import WireError
+from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp, parse_tcp
+from ..wire.ipv4 import PROTO_TCP
+from .connection import TcpConfig, TcpConnection, TcpState, reset_for
+from .isn import EphemeralPortAllocator, IsnGenerator
+from .seq import seq_gt
+from .socket import TcpSocket
+
+if TYPE_CHECKING:
+    from ..stack import Stack
+    from .listener import Listener
+    from .stream import Stream
+
+log = logging.getLogger("trionet.tcp")
+
+_ERRORS = {
+    "refused": (ConnectionRefusedError, errno.ECONNREFUSED, "connection refused"),
+    "timeout": (TimeoutError, errno.ETIMEDOUT, "connection timed out"),
+    "reset": (ConnectionResetError, errno.ECONNRESET, "connection reset by peer"),
+    "unreachable": (OSError, errno.EHOSTUNREACH, "no route to host"),
+}
+
+
+def error_for(reason: str | None) -> OSError:
+    cls, code, text = _ERRORS.get(reason or "", (OSError, errno.EIO, f"connection failed ({reason})"))
+    return cls(code, text)
+
+
+class TcpLayer:
+    """The stack's TCP: a table of connections and of listeners."""
+
+    def __init__(self, stack: Stack, secret: bytes):
+        self.stack = stack
+        #: Settings new connections start from (each gets its own copy).
+        self.config = TcpConfig()
+        self.connections: dict[tuple, TcpSocket] = {}
+        self.listeners: dict[tuple[IPAddress | None, int], Listener] = {}
+        self.isn = IsnGenerator(secret[:16], clock=trio.current_time)
+        self.ports = EphemeralPortAllocator(secret=secret[16:], rng=stack._rng)
+
+    def new_config(self, mtu: int) -> TcpConfig:
+        config = attrs.evolve(self.config)
+        # RFC 9293 3.7.1: MSS = MTU - IP header - TCP header.
+        config.mss = min(config.mss, mtu - 40) if config.mss else mtu - 40
+        return config
+
+    # --- input (plain call from the NIC task) ---------------------------------
+
+    def input(self, iface, ip, payload, quote, verify: bool, broadcast: bool) -> None:
+        if broadcast:
+            raise WireError("tcp.broadcast")  # RFC 1122 4.2.3.10
+        header, data = parse_tcp(payload, ip.src, ip.dst, verify_checksum=verify)
+        stats = self.stack.stats
+        stats["tcp.rx"] += 1
+        key = (ip.dst, header.dst_port, ip.src, header.src_port)
+        sock = self.connections.get(key)
+        if sock is not None:
+            flags = header.flags
+            if (flags & (SYN | ACK | RST) == SYN and sock.machine.state is TcpState.TIME_WAIT
+                    and self._listener_for(ip.dst, header.dst_port) is not None
+                    and seq_gt(header.seq, sock.machine.rcv_nxt)):
+                # RFC 9293 3.10.7.4 (TIME-WAIT) / RFC 6191: a new incarnation.
+                sock.terminate()
+                stats["tcp.time_wait_reused"] += 1
+            else:
+                if not sock.deliver(header, bytes(data)):
+                    raise WireError("tcp.connection_queue_full")
+                return
+        listener = self._listener_for(ip.dst, header.dst_port)
+        flags = header.flags
+        if listener is not None and flags & (SYN | ACK | RST) == SYN:
+            listener._on_syn(ip.dst, ip.src, header)
+            return
+        if listener is None:
+            stats["tcp.closed_port"] += 1
+        self.send_reset(ip.dst, ip.src, header, len(data))
+        raise WireError("tcp.no_connection")
+
+    def _listener_for(self, address: IPAddress, port: int) -> Listener | None:
+        return self.listeners.get((address, port)) or self.listeners.get((None, port))
+
+    def send_reset(self, local_ip, remote_ip, header, payload_len: int) -> None:
+        rst = reset_for(header, payload_len)
+        if rst is None:
+            return
+        try:
+            path = self.stack.path_to(remote_ip)
+        except OSError:
+            return
+        segment = build_tcp(rst, b"", local_ip, remote_ip, compute_checksum=not path.offload)
+        self.stack.ip_send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
+        self.stack.stats["tcp.tx_reset"] += 1
+
+    def icmp_error(self, msg, quoted: bytes, inner: bytes) -> None:
+        """ICMP errors quoting our segments (RFC 5927 hardening comes later):
+        for now counted only."""
+        self.stack.stats["tcp.icmp_error"] += 1
+
+    # --- connections ------------------------------------------------------------
+
+    def register(self, sock: TcpSocket) -> None:
+        self.connections[sock.key] = sock
+        self.stack._start_task(sock.run)
+
+    def forget(self, sock: TcpSocket) -> None:
+        if self.connections.get(sock.key) is sock:
+            del self.connections[sock.key]
+
+    def port_in_use(self, local_ip, port: int, remote_ip=None, remote_port=None) -> bool:
+        if (None, port) in self.listeners or (local_ip, port) in self.listeners:
+            return True
+        if remote_ip is None:
+            return any(k[1] == port for k in self.connections)
+        return (local_ip, port, remote_ip, remote_port) in self.connections
+
+    async def connect(self, host: Any, port: int, *, local_port: int | None = None) -> Stream:
+        from .stream import Stream
+
+        dst = parse_address(host, "host")
+        check_port(port, "port", allow_zero=False)
+        if local_port is not None:
+            check_port(local_port, "local_port")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        path = self.stack.path_to(dst)
+        src = path.source
+        if local_port:
+            if self.port_in_use(src, local_port, dst, port):
+                raise OSError(errno.EADDRINUSE, f"{src}:{local_port} -> {dst}:{port} is in use")
+        else:
+            local_port = self.ports.allocate(
+                src, dst, port, lambda p: self.port_in_use(src, p, dst, port))
+        key = (src, local_port, dst, port)
+        now = trio.current_time()
+        machine = TcpConnection.connect((src, local_port), (dst, port),
+                                        self.isn.isn(src, local_port, dst, port),
+                                        self.new_config(path.mtu), now)
+        sock = TcpSocket(self, machine, key)
+        self.register(sock)
+        try:
+            while not machine.established:
+                if machine.error is not None or sock.done:
+                    raise error_for(machine.error or "reset")
+                await sock.wait_change()
+        except BaseException:
+            if not machine.closed:
+                machine.abort(trio.current_time())
+                sock.flush()
+            raise
+        return Stream(sock)
+
+    def close_all(self) -> None:
+        """Reset every connection (the stack is going away)."""
+        now = trio.current_time()
+        for sock in list(self.connections.values()):
+            if not sock.machine.closed:
+                sock.machine.abort(now)
+                sock.flush()
+            sock.terminate()
+        for listener in list(self.listeners.values()):
+            listener._close_now()

@@ -1,0 +1,162 @@
+"""The Trio task around one TCP connection's state machine.
+
+Segments cross into the task through a memory channel (one crossing per
+batch); the connection's timers are one cancel scope whose deadline is moved
+after every event, and re-made only when it fires. Application calls (send,
+receive, close) run in the application's task and call the machine directly;
+whoever changes the machine flushes its output and wakes the waiters.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING
+
+import trio
+
+from ..wire.ipv4 import PROTO_TCP
+from ..wire.tcp import build_tcp
+from .connection import TcpConnection, TcpState
+
+if TYPE_CHECKING:
+    from .layer import TcpLayer
+    from .listener import Listener
+
+log = logging.getLogger("trionet.tcp")
+
+#: Segments that may wait for one connection's task before more are dropped.
+SEGMENT_QUEUE = 512
+
+
+class TcpSocket:
+    """One connection: the machine, its task, and what the API waits on."""
+
+    __slots__ = ("layer", "machine", "key", "local_ip", "remote_ip", "listener", "user_closed",
+                 "_send_channel", "_receive_channel", "_scope", "_lot", "_done", "_accepted",
+                 "__weakref__")
+
+    def __init__(self, layer: TcpLayer, machine: TcpConnection, key: tuple,
+                 listener: Listener | None = None):
+        self.layer = layer
+        self.machine = machine
+        self.key = key
+        self.local_ip = key[0]
+        self.remote_ip = key[2]
+        self.listener = listener
+        #: The application closed its Stream: data arriving now draws an RST.
+        self.user_closed = False
+        self._send_channel, self._receive_channel = trio.open_memory_channel(SEGMENT_QUEUE)
+        self._scope: trio.CancelScope | None = None
+        self._lot = trio.lowlevel.ParkingLot()
+        self._done = False
+        self._accepted = False
+
+    def __repr__(self) -> str:
+        return f"<TcpSocket {self.key} {self.machine.state.name}>"
+
+    # --- input from the layer (plain call in the NIC task) -----------------
+
+    def deliver(self, header, payload) -> bool:
+        try:
+            self._send_channel.send_nowait((header, payload))
+            return True
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            return False
+
+    # --- the task ------------------------------------------------------------
+
+    async def run(self) -> None:
+        machine = self.machine
+        receive = self._receive_channel
+        try:
+            self.flush()
+            while not machine.closed:
+                with trio.CancelScope(deadline=machine.next_deadline) as scope:
+                    self._scope = scope
+                    while True:
+                        batch = [await receive.receive()]
+                        while True:
+                            try:
+                                batch.append(receive.receive_nowait())
+                            except trio.WouldBlock:
+                                break
+                        now = trio.current_time()
+                        for header, payload in batch:
+                            machine.on_segment(header, payload, now)
+                        self.after_event()
+                        if machine.closed:
+                            break
+                self._scope = None
+                if scope.cancelled_caught:
+                    machine.on_timer(trio.current_time())
+                    self.after_event()
+        finally:
+            self._scope = None
+            self._done = True
+            self._send_channel.close()
+            self.layer.forget(self)
+            self._lot.unpark_all()
+            if self.listener is not None and not self._accepted:
+                self.listener._embryo_gone(self)
+
+    def after_event(self) -> None:
+        """After the machine took input: RST unwanted data, tell the listener,
+        send, move the timer, wake the API."""
+        machine = self.machine
+        if self.user_closed and machine.unread_bytes and machine.state is not TcpState.CLOSED:
+            # RFC 9293 3.10.4 / RFC 2525 2.17: data for an application that
+            # has closed is answered with a reset.
+            machine.abort(trio.current_time())
+            self.layer.stack.stats["tcp.reset_data_after_close"] += 1
+        if self.listener is not None and not self._accepted and machine.established:
+            self._accepted = True
+            self.listener._embryo_established(self)
+        self.flush()
+
+    def flush(self) -> None:
+        machine = self.machine
+        out = machine.pop_outgoing()
+        if out:
+            stack = self.layer.stack
+            try:
+                path = stack.path_to(self.remote_ip)
+            except OSError:
+                stack.stats["drop.tcp.no_route"] += len(out)
+            else:
+                compute = not path.offload
+                local_ip, remote_ip = self.local_ip, self.remote_ip
+                send = stack.ip_send
+                for header, payload in out:
+                    segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
+                    send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
+                stack.stats["tcp.tx"] += len(out)
+        if self._scope is not None:
+            deadline = machine.next_deadline
+            if self._scope.deadline != deadline:
+                self._scope.deadline = deadline
+        self._lot.unpark_all()
+
+    def terminate(self) -> None:
+        """End the task now (the 4-tuple is reused or the stack closes)."""
+        self._done = True
+        self._send_channel.close()
+        self.layer.forget(self)
+        self._lot.unpark_all()
+
+    async def wait_change(self) -> None:
+        """Sleep until the machine changed (or the connection ended)."""
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            return
+        await self._lot.park()
+
+    def wake(self) -> None:
+        self._lot.unpark_all()
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def timer_deadline(self) -> float:
+        return self._scope.deadline if self._scope is not None else math.inf

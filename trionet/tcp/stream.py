@@ -1,0 +1,223 @@
+"""trionet.Stream: a TCP connection as a trio.abc.HalfCloseableStream."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+from .connection import TcpState
+from .socket import TcpSocket
+
+#: receive_some's default size when max_bytes is None (as trio.SocketStream).
+DEFAULT_RECEIVE_SIZE = 65536
+
+_checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
+
+#: Settings ``setsockopt`` takes: name -> (TcpConfig attribute, converter).
+_OPTIONS = {
+    "nodelay": ("nodelay", bool),
+    "keepalive": ("keepalive", bool),
+    "keepalive_idle": ("keepalive_idle", float),
+    "keepalive_interval": ("keepalive_interval", float),
+    "keepalive_count": ("keepalive_count", int),
+    "send_buffer": ("send_buffer", int),
+    "receive_buffer": ("receive_buffer", int),
+}
+
+
+class Stream(trio.abc.HalfCloseableStream):
+    """A TCP connection. Sends block while the send buffer is full; closing
+    sends FIN (or RST when unread data is left, or when cancelled)."""
+
+    def __init__(self, sock: TcpSocket):
+        self._sock = sock
+        self._machine = sock.machine
+        self._sending = False
+        self._receiving = False
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<trionet.Stream {self.local_address} -> {self.remote_address} {self._machine.state.name}>"
+
+    # --- addresses, settings, state -----------------------------------------------
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        ip, port = self._machine.local
+        return (str(ip), port)
+
+    @property
+    def remote_address(self) -> tuple[str, int]:
+        ip, port = self._machine.remote
+        return (str(ip), port)
+
+    @property
+    def state(self) -> TcpState:
+        return self._machine.state
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """Live figures: state, srtt, rto, cwnd, ssthresh, bytes in flight,
+        retransmits, sequence numbers and windows."""
+        return self._machine.info()
+
+    def window_diagram(self) -> str:
+        return self._machine.window_diagram()
+
+    def setsockopt(self, name: str, value: Any) -> None:
+        """Set one of: nodelay, keepalive, keepalive_idle, keepalive_interval,
+        keepalive_count, send_buffer, receive_buffer."""
+        try:
+            attribute, convert = _OPTIONS[name]
+        except KeyError:
+            raise ValueError(f"unknown option {name!r}; known: {', '.join(_OPTIONS)}") from None
+        value = convert(value)
+        if attribute in ("keepalive_idle", "keepalive_interval") and value <= 0:
+            raise ValueError(f"{name} must be positive, not {value}")
+        if attribute in ("keepalive_count", "send_buffer", "receive_buffer") and value < 1:
+            raise ValueError(f"{name} must be at least 1, not {value}")
+        self._machine.set_option(attribute, value, trio.current_time())
+        self._sock.flush()
+
+    def getsockopt(self, name: str) -> Any:
+        try:
+            attribute, _ = _OPTIONS[name]
+        except KeyError:
+            raise ValueError(f"unknown option {name!r}; known: {', '.join(_OPTIONS)}") from None
+        return getattr(self._machine.config, attribute)
+
+    # --- sending ----------------------------------------------------------------------
+
+    def _check_send(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("stream is closed")
+        machine = self._machine
+        if machine.error is not None:
+            raise trio.BrokenResourceError(f"connection broken: {machine.error}")
+        if not machine.can_send:
+            raise trio.ClosedResourceError("send_eof() was called")
+
+    async def send_all(self, data) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            self._check_send()
+            await _checkpoint_if_cancelled()
+            view = memoryview(data).cast("B")
+            total = len(view)
+            sent = 0
+            machine = self._machine
+            sock = self._sock
+            while True:
+                self._check_send()
+                if sent < total:
+                    taken = machine.send(view[sent:], trio.current_time())
+                    if taken:
+                        sent += taken
+                        sock.flush()
+                if sent >= total:
+                    break
+                await sock.wait_change()
+            await _cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    async def wait_send_all_might_not_block(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            self._check_send()
+            await _checkpoint_if_cancelled()
+            machine = self._machine
+            while machine.send_space == 0:
+                self._check_send()
+                await self._sock.wait_change()
+            self._check_send()
+            await _cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    async def send_eof(self) -> None:
+        if self._sending:
+            raise trio.BusyResourceError("another task is already sending on this stream")
+        self._sending = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("stream is closed")
+            await _checkpoint_if_cancelled()
+            machine = self._machine
+            if machine.can_send and machine.error is None:
+                machine.shutdown_write(trio.current_time())
+                self._sock.flush()
+            await _cancel_shielded_checkpoint()
+        finally:
+            self._sending = False
+
+    # --- receiving --------------------------------------------------------------------
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        if max_bytes is None:
+            max_bytes = DEFAULT_RECEIVE_SIZE
+        elif not isinstance(max_bytes, int) or isinstance(max_bytes, bool):
+            raise TypeError("max_bytes must be an int or None")
+        elif max_bytes < 1:
+            raise ValueError("max_bytes must be >= 1")
+        if self._receiving:
+            raise trio.BusyResourceError("another task is already receiving on this stream")
+        self._receiving = True
+        try:
+            if self._closed:
+                raise trio.ClosedResourceError("stream is closed")
+            await _checkpoint_if_cancelled()
+            machine = self._machine
+            sock = self._sock
+            while True:
+                if self._closed:
+                    raise trio.ClosedResourceError("stream is closed")
+                data = machine.receive(max_bytes, trio.current_time())
+                if data:
+                    sock.flush()  # a window update may be due
+                    break
+                if machine.at_eof:
+                    break
+                if machine.error is not None:
+                    raise trio.BrokenResourceError(f"connection broken: {machine.error}")
+                if machine.closed:  # closed without FIN or error (aborted)
+                    break
+                await sock.wait_change()
+            await _cancel_shielded_checkpoint()
+            return data
+        finally:
+            self._receiving = False
+
+    # --- closing ------------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        sock = self._sock
+        machine = self._machine
+        sock.user_closed = True
+        try:
+            await _checkpoint_if_cancelled()
+        except trio.Cancelled:
+            # Closing in a cancelled scope (aclose_forcefully, serve_listeners
+            # after a handler): no waiting, reset the connection.
+            if not machine.closed:
+                machine.abort(trio.current_time())
+            sock.flush()
+            raise
+        now = trio.current_time()
+        if not machine.closed:
+            if machine.unread_bytes:
+                machine.abort(now)  # RFC 9293 3.10.4 / RFC 2525 2.17
+            elif machine.can_send and machine.error is None:
+                machine.shutdown_write(now)
+        sock.flush()
+        await _cancel_shielded_checkpoint()
