@@ -21,7 +21,10 @@ async def udp_echo(stack: trionet.Stack, port: int) -> None:
     async with await stack.open_udp_socket(port) as sock:
         while True:
             data, address = await sock.recvfrom()
-            await sock.sendto(data, address)
+            try:
+                await sock.sendto(data, address)
+            except OSError:
+                pass  # no route back to that sender (e.g. a spoofed source): not fatal
 
 
 async def tcp_echo(stream: trionet.Stream) -> None:

@@ -191,7 +191,7 @@ def test_arp_truncated(length):
 
 
 @pytest.mark.parametrize("offset, value", [
-    (0, 0x00), (1, 0x06),  # hardware type 6 (IEEE 802) instead of 1
+    (0, 0x01), (1, 0x06),  # hardware type 0x0101, or 6 (IEEE 802), not 1
     (2, 0x86), (3, 0xDD),  # protocol type
     (4, 8),  # hardware address length
     (5, 16),  # protocol address length
@@ -204,7 +204,7 @@ def test_arp_unsupported(offset, value):
     assert info.value.reason == "arp.unsupported"
     # Checked before the length: a short packet of another kind is unsupported.
     with pytest.raises(WireError) as info:
-        parse_arp(packet[:10])
+        parse_arp(packet[:7])
     assert info.value.reason == "arp.unsupported"
 
 

@@ -69,18 +69,27 @@ class ArpCache:
     def lookup(self, ip: IPv4Address, now: float) -> tuple[bytes | None, bool]:
         """(mac or None, whether to send a request for ``ip`` now).
 
-        A stale entry keeps being used while it is re-confirmed; it is
-        dropped when ``max_tries`` probes go unanswered (see ``poll``).
+        A stale entry keeps being used while it is re-confirmed: the first
+        use after ``timeout`` sends a probe, ``poll`` sends the next ones
+        ``retry_interval`` apart, and the entry is dropped when ``max_tries``
+        probes go unanswered (RFC 1122 2.3.2.1).
         """
         entry = self._entries.get(ip)
         if entry is None:
             return None, False
-        if now < entry.refresh_at or now < entry.next_probe:
+        if now < entry.refresh_at:
+            return entry.mac, False
+        if entry.probes == 0:
+            entry.probes = 1
+            entry.next_probe = now + self.config.retry_interval
+            return entry.mac, True
+        if now < entry.next_probe:
             return entry.mac, False
         if entry.probes >= self.config.max_tries:
             # Probes went unanswered: resolve afresh (RFC 1122 2.3.2.1).
             del self._entries[ip]
             return None, False
+        # poll is late: probe now.
         entry.probes += 1
         entry.next_probe = now + self.config.retry_interval
         return entry.mac, True
@@ -148,9 +157,18 @@ class ArpCache:
                 pending.next_retry = now + self.config.retry_interval
                 retry.append(ip)
         for ip, entry in list(self._entries.items()):
-            # A stale entry whose probes all went unanswered is gone.
-            if entry.probes >= self.config.max_tries and now >= entry.next_probe:
+            if not entry.probes or now < entry.next_probe:
+                continue
+            if entry.probes >= self.config.max_tries:
+                # A stale entry whose probes all went unanswered is gone.
                 del self._entries[ip]
+            else:
+                # Keep re-confirming it, one request per retry_interval; a
+                # due deadline must always be consumed here, or the resolver
+                # task would wake up again at once.
+                entry.probes += 1
+                entry.next_probe = now + self.config.retry_interval
+                retry.append(ip)
         return retry, failed
 
     def next_deadline(self) -> float:

@@ -44,7 +44,9 @@ class Interface:
         self.checksum_offload = link.checksum_offload
         self.needs_arp = getattr(link, "needs_arp", True)
         self.arp = ArpCache(arp_config)
-        self.broadcast = address.network.broadcast_address
+        #: The directed broadcast address; None on /31 and /32, which have
+        #: none (RFC 3021: both addresses of a /31 are hosts).
+        self.broadcast = address.network.broadcast_address if address.network.prefixlen < 31 else None
         self.up = True
         self._arp_send, self._arp_receive = trio.open_memory_channel(256)
         self._arp_scope: trio.CancelScope | None = None
@@ -71,6 +73,7 @@ class Interface:
                 frames = await self.link.receive_batch()
             except trio.ClosedResourceError:
                 self.up = False
+                self.stack._interface_down(self, None)  # cached paths must not use it
                 return
             except trio.BrokenResourceError as exc:
                 self.up = False
@@ -116,6 +119,10 @@ class Interface:
             dst_mac = self.mac
         elif next_hop == self.broadcast or next_hop.packed == b"\xff\xff\xff\xff":
             dst_mac = BROADCAST_MAC
+        elif next_hop.is_multicast:
+            # RFC 1112 6.4: 01-00-5E and the group's low 23 bits; never ARP.
+            group = next_hop.packed
+            dst_mac = b"\x01\x00\x5e" + bytes((group[1] & 0x7F,)) + group[2:]
         else:
             now = trio.current_time()
             dst_mac, refresh = self.arp.lookup(next_hop, now)
@@ -123,10 +130,14 @@ class Interface:
                 self._send_arp(ARP_REQUEST, next_hop, _ZERO_MAC, BROADCAST_MAC)
                 self._reschedule_arp()
             if dst_mac is None:
+                dropped = self.arp.dropped_packets
                 queued = self.arp.enqueue(next_hop, packet, now)
                 if queued is None:
                     self.stack.stats.drop("arp.too_many_pending")
-                elif queued:
+                elif self.arp.dropped_packets != dropped:
+                    # The queue for next_hop was full: its oldest packet went.
+                    self.stack.stats.drop("arp.queue_overflow")
+                if queued:
                     self._send_arp(ARP_REQUEST, next_hop, _ZERO_MAC, BROADCAST_MAC)
                     self._reschedule_arp()
                 return
@@ -155,9 +166,16 @@ class Interface:
                         self._handle_arp(data)
                     except WireError as exc:
                         self.stack.stats.drop(exc.reason)
+                    except Exception:  # a bug must not take the interface down
+                        self.stack.stats.drop("internal.error")
+                        log.exception("%s: error handling an ARP packet", self.name)
                     scope.deadline = self.arp.next_deadline()
             self._arp_scope = None
-            self._arp_timers(trio.current_time())
+            try:
+                self._arp_timers(trio.current_time())
+            except Exception:
+                self.stack.stats.drop("internal.error")
+                log.exception("%s: error in the ARP timers", self.name)
 
     def _handle_arp(self, data: bytes) -> None:
         """RFC 826 "packet reception", answering only for our own address."""

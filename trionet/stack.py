@@ -23,7 +23,7 @@ from .tcp.layer import TcpLayer
 from .udp import MAX_UDP_PAYLOAD, UdpSocket, check_port
 from .wire.checksum import internet_checksum, pseudo_header_sum
 from .wire.errors import WireError
-from .wire.ethernet import mac_from_str, random_local_mac
+from .wire.ethernet import mac_from_str, mac_to_str, random_local_mac
 from .wire.icmpv4 import (ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
                           ICMP_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY, TIME_EXCEEDED_TTL,
                           UNREACH_FRAG_NEEDED, UNREACH_HOST, UNREACH_NET, UNREACH_PORT,
@@ -181,12 +181,22 @@ class Stack:
                              "(e.g. '10.0.0.2/24')") from None
         if iface_address.ip in self._local:
             raise ValueError(f"address: {iface_address.ip} is already assigned")
+        # Check every argument before changing anything: a bad one must not
+        # leave a half-added interface behind.
+        gw = parse_address(gateway, "gateway") if gateway is not None else None
+        if gw is not None and (gw not in iface_address.network or gw == iface_address.ip):
+            raise ValueError(f"gateway: {gw} is not another host on {iface_address.network}")
         if mac is None:
             mac = random_local_mac(self._rng)
         elif isinstance(mac, str):
-            mac = mac_from_str(mac)
+            try:
+                mac = mac_from_str(mac)
+            except ValueError:
+                raise ValueError(f"mac: {mac!r} is not 'xx:xx:xx:xx:xx:xx'") from None
         elif not isinstance(mac, (bytes, bytearray)) or len(mac) != 6:
             raise ValueError(f"mac: {mac!r} is not 6 bytes or 'xx:xx:xx:xx:xx:xx'")
+        if mac[0] & 1:  # IEEE 802: the group bit marks multicast/broadcast
+            raise ValueError(f"mac: {mac_to_str(mac)} is a group address, not a unicast one")
         if link.mtu < 68:  # RFC 791: every host handles 68-byte datagrams
             raise ValueError(f"link mtu {link.mtu} is below the IPv4 minimum of 68")
         iface = Interface(self, link, iface_address, bytes(mac), name or f"eth{len(self.interfaces)}",
@@ -196,8 +206,10 @@ class Stack:
         metric = sum(1 for r in self.routes if r.network == iface.network)
         self.routes.add(Route(iface.network, None, iface, metric))
         self._paths.clear()
-        if gateway is not None:
-            self.add_route("0.0.0.0/0", gateway=gateway, interface=iface)
+        if gw is not None:
+            default = parse_network("0.0.0.0/0")
+            self.add_route(default, gateway=gw, interface=iface,
+                           metric=sum(1 for r in self.routes if r.network == default))
         if self._nursery is not None:
             self._nursery.start_soon(iface.run)
         return iface
@@ -234,7 +246,11 @@ class Stack:
                 path = Path(owner, dst, dst, True, owner.mtu, owner.checksum_offload)
         else:
             route = self.routes.lookup(dst)
-            if route is None or not route.interface.up:
+            if route is not None and not route.interface.up:
+                # The best route is down: the next best whose interface is up.
+                route = next((r for r in self.routes if r.interface.up
+                              and r.network.version == dst.version and dst in r.network), None)
+            if route is None:
                 raise OSError(errno.ENETUNREACH, f"no route to {dst}")
             iface = route.interface
             path = Path(iface, route.next_hop(dst), iface.ip, False, iface.mtu, iface.checksum_offload)
@@ -245,6 +261,11 @@ class Stack:
 
     def is_local_address(self, address: IPAddress) -> bool:
         return address in self._local
+
+    def _is_broadcast(self, address: IPAddress) -> bool:
+        """The limited broadcast or the directed broadcast of one of our
+        networks (RFC 1122 3.2.2: never the subject of an ICMP error)."""
+        return address == _LIMITED_BROADCAST or any(address == i.broadcast for i in self.interfaces)
 
     def _interface_down(self, iface: Interface, exc: BaseException) -> None:
         self._paths.clear()
@@ -337,6 +358,14 @@ class Stack:
 
     def _forward(self, iface: Interface, header: IPv4Header, payload, raw, verified: bool) -> None:
         """RFC 1812 5.2 / 5.3.1: decrement TTL, route, fragment or refuse."""
+        src, dst = header.src, header.dst
+        # RFC 1812 5.3.7: never forward from or to a martian address (nor
+        # answer it with an ICMP error).
+        if (not is_unicast_source(src) or src.is_loopback or self._is_broadcast(src)
+                or dst.is_loopback or dst.is_reserved or dst.packed[0] == 0):
+            raise WireError("ipv4.martian")
+        if self._is_broadcast(dst):  # RFC 2644: directed broadcasts are not forwarded
+            raise WireError("ipv4.directed_broadcast")
         if header.ttl <= 1:
             self._icmp_error(raw, ICMP_TIME_EXCEEDED, TIME_EXCEEDED_TTL)
             raise WireError("ipv4.ttl_expired")
@@ -373,9 +402,18 @@ class Stack:
                 self._timer_scope = scope
                 await trio.sleep_forever()
             self._timer_scope = None
-            for first_fragment in self._reassembler.expire(trio.current_time()):
-                self.stats.drop("ipv4.reassembly_timeout")
-                self._icmp_error(first_fragment, ICMP_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY)
+            try:
+                timed_out = self._reassembler.timed_out
+                quotes = self._reassembler.expire(trio.current_time())
+                # Every datagram given up counts, with or without its first
+                # fragment; only those with it are answered (RFC 792, RFC
+                # 1122 3.3.2: time exceeded, code 1).
+                self.stats["drop.ipv4.reassembly_timeout"] += self._reassembler.timed_out - timed_out
+                for first_fragment in quotes:
+                    self._icmp_error(first_fragment, ICMP_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY)
+            except Exception:  # a bug must not stop the stack's timers
+                self.stats.drop("internal.error")
+                log.exception("error in the stack timers")
 
     # --- ICMP ---------------------------------------------------------------
 
@@ -434,13 +472,15 @@ class Stack:
             header, payload = parse_ipv4(original, verify_checksum=False)
         except WireError:
             return
-        if header.fragment_offset or not is_unicast_source(header.src):
+        if header.fragment_offset or not is_unicast_source(header.src) or self._is_broadcast(header.src):
             return
-        if header.dst.is_multicast or header.dst == _LIMITED_BROADCAST:
+        if header.dst.is_multicast or self._is_broadcast(header.dst):
             return
         if header.protocol == PROTO_ICMP and (len(payload) < 1 or payload[0] in _ICMP_ERROR_TYPES):
             return
-        if not self._icmp_bucket.take(trio.current_time()):
+        # RFC 1812 4.3.2.8: limit the errors sent to the network; those to
+        # our own senders (ARP failures) are not limited (nor are they on Linux).
+        if header.src not in self._local and not self._icmp_bucket.take(trio.current_time()):
             self.stats.drop("icmp.rate_limited")
             return
         try:
@@ -487,6 +527,8 @@ class Stack:
         """A UDP socket bound to ``local_port`` (0: a random free port)."""
         check_port(local_port, "local_port")
         address = parse_address(local_address, "local_address") if local_address is not None else None
+        if address is not None and address.is_unspecified:
+            address = None  # "0.0.0.0": every address, as with BSD sockets
         if address is not None and address not in self._local:
             raise OSError(errno.EADDRNOTAVAIL, f"{address} is not an address of this stack")
         await trio.lowlevel.checkpoint()
@@ -548,6 +590,8 @@ class Stack:
         self._check_running()
         check_port(port, "port")
         address = parse_address(host, "host") if host is not None else None
+        if address is not None and address.is_unspecified:
+            address = None  # "0.0.0.0": every address, as with BSD sockets
         if address is not None and address not in self._local:
             raise OSError(errno.EADDRNOTAVAIL, f"{address} is not an address of this stack")
         await trio.lowlevel.checkpoint()

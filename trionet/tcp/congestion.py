@@ -48,8 +48,9 @@ class CongestionControl:
     def on_exit_recovery(self, flight: int) -> None:
         """A full ACK ended fast recovery; ``flight`` is what is still out."""
 
-    def on_rto(self, flight: int, now: float) -> None:
-        """The retransmission timer expired."""
+    def on_rto(self, flight: int, now: float, repeated: bool = False) -> None:
+        """The retransmission timer expired (``repeated``: again, for the
+        same data, so ssthresh stays as it is; RFC 5681 3.1)."""
 
     def on_idle_restart(self, now: float) -> None:
         """Sending resumes after an idle period longer than the RTO
@@ -70,13 +71,19 @@ class NewReno(CongestionControl):
     def on_ack(self, acked: int, flight: int, now: float, rtt: float | None) -> None:
         mss = self.mss
         cwnd = self.cwnd
+        # Grow only while the window is what limits the sender (RFC 7661's
+        # concern; the test is Linux's tcp_is_cwnd_limited).
         if cwnd < self.ssthresh:
+            if 2 * flight < cwnd:
+                return
             # RFC 5681 3.1 (with RFC 3465 L=1 SMSS): cwnd += min(N, SMSS).
             cwnd += acked if acked < mss else mss
             if cwnd > self.ssthresh:
                 cwnd = self.ssthresh
             self.cwnd = cwnd
         else:
+            if flight + mss < cwnd:
+                return
             # RFC 5681 3.1, byte counting: one SMSS per cwnd of acked data.
             self._ca_acked += acked
             if self._ca_acked >= cwnd:
@@ -105,9 +112,10 @@ class NewReno(CongestionControl):
         self.cwnd = min(self.ssthresh, max(flight, self.mss) + self.mss)
         self._ca_acked = 0
 
-    def on_rto(self, flight: int, now: float) -> None:
+    def on_rto(self, flight: int, now: float, repeated: bool = False) -> None:
         # RFC 5681 3.1 equation 4 and the loss window of 1 SMSS.
-        self.ssthresh = max(flight // 2, 2 * self.mss)
+        if not repeated:
+            self.ssthresh = max(flight // 2, 2 * self.mss)
         self.cwnd = self.mss
         self._ca_acked = 0
 

@@ -17,7 +17,6 @@ from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp, parse_tcp
 from ..wire.ipv4 import PROTO_TCP
 from .connection import TcpConfig, TcpConnection, TcpState, reset_for
 from .isn import EphemeralPortAllocator, IsnGenerator
-from .seq import seq_gt
 from .socket import TcpSocket
 
 if TYPE_CHECKING:
@@ -53,10 +52,8 @@ class TcpLayer:
         self.ports = EphemeralPortAllocator(secret=secret[16:], rng=stack._rng)
 
     def new_config(self, mtu: int) -> TcpConfig:
-        config = attrs.evolve(self.config)
-        # RFC 9293 3.7.1: MSS = MTU - IP header - TCP header.
-        config.mss = min(config.mss, mtu - 40) if config.mss else mtu - 40
-        return config
+        # RFC 9293 3.7.1: the MSS we announce is the MTU less the IP and TCP headers.
+        return attrs.evolve(self.config, mss=mtu - 40)
 
     # --- input (plain call from the NIC task) ---------------------------------
 
@@ -72,7 +69,7 @@ class TcpLayer:
             flags = header.flags
             if (flags & (SYN | ACK | RST) == SYN and sock.machine.state is TcpState.TIME_WAIT
                     and self._listener_for(ip.dst, header.dst_port) is not None
-                    and seq_gt(header.seq, sock.machine.rcv_nxt)):
+                    and sock.machine.accepts_syn_in_time_wait(header)):
                 # RFC 9293 3.10.7.4 (TIME-WAIT) / RFC 6191: a new incarnation.
                 sock.terminate()
                 stats["tcp.time_wait_reused"] += 1

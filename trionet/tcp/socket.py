@@ -32,7 +32,7 @@ SEGMENT_QUEUE = 512
 class TcpSocket:
     """One connection: the machine, its task, and what the API waits on."""
 
-    __slots__ = ("layer", "machine", "key", "local_ip", "remote_ip", "listener", "user_closed",
+    __slots__ = ("layer", "machine", "key", "local_ip", "remote_ip", "listener",
                  "_send_channel", "_receive_channel", "_scope", "_lot", "_done", "_accepted",
                  "__weakref__")
 
@@ -44,8 +44,6 @@ class TcpSocket:
         self.local_ip = key[0]
         self.remote_ip = key[2]
         self.listener = listener
-        #: The application closed its Stream: data arriving now draws an RST.
-        self.user_closed = False
         self._send_channel, self._receive_channel = trio.open_memory_channel(SEGMENT_QUEUE)
         self._scope: trio.CancelScope | None = None
         self._lot = trio.lowlevel.ParkingLot()
@@ -75,11 +73,14 @@ class TcpSocket:
                 with trio.CancelScope(deadline=machine.next_deadline) as scope:
                     self._scope = scope
                     while True:
-                        batch = [await receive.receive()]
+                        try:
+                            batch = [await receive.receive()]
+                        except trio.EndOfChannel:  # terminate(): the 4-tuple is reused
+                            return
                         while True:
                             try:
                                 batch.append(receive.receive_nowait())
-                            except trio.WouldBlock:
+                            except (trio.WouldBlock, trio.EndOfChannel):
                                 break
                         now = trio.current_time()
                         for header, payload in batch:
@@ -101,14 +102,9 @@ class TcpSocket:
                 self.listener._embryo_gone(self)
 
     def after_event(self) -> None:
-        """After the machine took input: RST unwanted data, tell the listener,
-        send, move the timer, wake the API."""
+        """After the machine took input: tell the listener, send, move the
+        timer, wake the API."""
         machine = self.machine
-        if self.user_closed and machine.unread_bytes and machine.state is not TcpState.CLOSED:
-            # RFC 9293 3.10.4 / RFC 2525 2.17: data for an application that
-            # has closed is answered with a reset.
-            machine.abort(trio.current_time())
-            self.layer.stack.stats["tcp.reset_data_after_close"] += 1
         if self.listener is not None and not self._accepted and machine.established:
             self._accepted = True
             self.listener._embryo_established(self)

@@ -203,7 +203,6 @@ class Stream(trio.abc.HalfCloseableStream):
         self._closed = True
         sock = self._sock
         machine = self._machine
-        sock.user_closed = True
         try:
             await _checkpoint_if_cancelled()
         except trio.Cancelled:
@@ -213,11 +212,7 @@ class Stream(trio.abc.HalfCloseableStream):
                 machine.abort(trio.current_time())
             sock.flush()
             raise
-        now = trio.current_time()
-        if not machine.closed:
-            if machine.unread_bytes:
-                machine.abort(now)  # RFC 9293 3.10.4 / RFC 2525 2.17
-            elif machine.can_send and machine.error is None:
-                machine.shutdown_write(now)
+        # FIN after the buffered data; RST if unread data is left (RFC 2525 2.17).
+        machine.close(trio.current_time())
         sock.flush()
         await _cancel_shielded_checkpoint()

@@ -16,7 +16,7 @@ _PTYPE_IPV4 = 0x0800
 # hardware type, protocol type, hlen, plen: the only combination we speak.
 _FIXED = struct.Struct("!HHBB")
 _ETH_IPV4_PREFIX = _FIXED.pack(_HTYPE_ETHERNET, _PTYPE_IPV4, 6, 4)
-_ARP = struct.Struct("!8xH6sI6sI")
+_ARP = struct.Struct("!6sH6sI6sI")  # the prefix above, op, addresses
 
 
 @attrs.frozen(slots=True)
@@ -33,8 +33,8 @@ class ArpPacket:
         if len(self.sender_mac) != 6 or len(self.target_mac) != 6:
             raise ValueError("MAC addresses must be 6 bytes")
         try:
-            return _ETH_IPV4_PREFIX + _ARP.pack(
-                self.operation, self.sender_mac, int(self.sender_ip),
+            return _ARP.pack(
+                _ETH_IPV4_PREFIX, self.operation, self.sender_mac, int(self.sender_ip),
                 self.target_mac, int(self.target_ip))
         except struct.error:
             raise ValueError(f"bad ARP operation {self.operation!r}") from None
@@ -43,15 +43,15 @@ class ArpPacket:
 def parse_arp(data) -> ArpPacket:
     """Parse an Ethernet/IPv4 ARP packet; trailing padding is ignored."""
     n = len(data)
-    if n < 8:
+    if n < 6:
         raise WireError("arp.truncated")
     # RFC 826: check hardware and protocol space (and their address lengths)
     # before reading addresses whose layout they define.
-    if data[:8] != _ETH_IPV4_PREFIX:
+    if data[:6] != _ETH_IPV4_PREFIX:
         raise WireError("arp.unsupported")
     if n < ARP_PACKET_LEN:
         raise WireError("arp.truncated")
-    op, sha, spa, tha, tpa = _ARP.unpack_from(data)
+    _, op, sha, spa, tha, tpa = _ARP.unpack_from(data)
     if op != ARP_REQUEST and op != ARP_REPLY:
         raise WireError("arp.bad_operation", str(op))
     return ArpPacket(op, sha, IPv4Address(spa), tha, IPv4Address(tpa))

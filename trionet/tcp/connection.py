@@ -1,0 +1,1441 @@
+"""The TCP connection state machine, without I/O (RFC 9293).
+
+A ``TcpConnection`` is fed segments (``on_segment``), timer expiries
+(``on_timer``) and application calls (``send``, ``receive``,
+``shutdown_write``, ``abort``). It never transmits anything itself: segments
+to send pile up until ``pop_outgoing()``, and ``next_deadline`` says when
+``on_timer`` wants to be called next.
+
+Sequence numbers are kept *unwrapped* internally: plain Python ints that start
+at the ISN (or IRS) and grow past 2**32, so every comparison is an ordinary
+``<``. Incoming 32-bit values are unwrapped next to a reference point
+(RCV.NXT for SEG.SEQ, SND.UNA for SEG.ACK) and outgoing ones masked. So the
+public ``snd_una``/``snd_nxt``/``snd_max``/``rcv_nxt`` attributes may exceed
+2**32: mask them (``& 0xFFFFFFFF``) or use ``trionet.tcp.seq``, which masks
+anyway; ``info()`` reports wire values.
+
+Contract for the wrapper: after *every* call (``on_segment``, ``on_timer``,
+``send``, ``receive``, ``shutdown_write``, ``close``, ``abort``,
+``set_option``) take ``pop_outgoing()`` and move the timer to
+``next_deadline``. A payload handed to ``on_segment`` is copied when kept, so
+the caller may reuse its buffer. Segments for a connection in TIME-WAIT that
+carry a new SYN should be checked with ``accepts_syn_in_time_wait`` first.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import os
+from bisect import bisect_right
+
+import attrs
+
+from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpHeader, TcpOptions
+from .congestion import make_congestion_control
+
+log = logging.getLogger("trionet.tcp")
+_DEBUG = logging.DEBUG
+
+_M32 = 0xFFFFFFFF
+_HALF = 1 << 31
+_INF = math.inf
+_TS_OPT_LEN = 12           # NOP NOP TS
+_DEFAULT_MSS_V4 = 536      # RFC 9293 3.7.1
+_DEFAULT_MSS_V6 = 1220
+_MIN_MSS = 88              # smallest peer MSS honoured (Linux TCP_MIN_MSS)
+_MAX_WSCALE = 14           # RFC 7323 2.3
+_PAWS_IDLE = 24 * 86400.0  # RFC 7323 5.5: TS.Recent older than 24 days is invalid
+_WSCALE_BUFFER = 4 << 20   # window scale chosen so buffers up to 4 MiB fit (Linux: 7)
+
+
+class TcpState(enum.Enum):
+    LISTEN = "LISTEN"
+    SYN_SENT = "SYN_SENT"
+    SYN_RECEIVED = "SYN_RECEIVED"
+    ESTABLISHED = "ESTABLISHED"
+    FIN_WAIT_1 = "FIN_WAIT_1"
+    FIN_WAIT_2 = "FIN_WAIT_2"
+    CLOSE_WAIT = "CLOSE_WAIT"
+    CLOSING = "CLOSING"
+    LAST_ACK = "LAST_ACK"
+    TIME_WAIT = "TIME_WAIT"
+    CLOSED = "CLOSED"
+
+
+LISTEN = TcpState.LISTEN
+SYN_SENT = TcpState.SYN_SENT
+SYN_RECEIVED = TcpState.SYN_RECEIVED
+ESTABLISHED = TcpState.ESTABLISHED
+FIN_WAIT_1 = TcpState.FIN_WAIT_1
+FIN_WAIT_2 = TcpState.FIN_WAIT_2
+CLOSE_WAIT = TcpState.CLOSE_WAIT
+CLOSING = TcpState.CLOSING
+LAST_ACK = TcpState.LAST_ACK
+TIME_WAIT = TcpState.TIME_WAIT
+CLOSED = TcpState.CLOSED
+
+# States in which our data/FIN may be (re)transmitted.
+_SENDING_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_1, CLOSING, LAST_ACK})
+# States in which the peer may still send us data.
+_RECEIVING_STATES = frozenset({ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2})
+# States in which abort() sends a RST (RFC 9293 3.10.5).
+_RST_ON_ABORT = frozenset({SYN_RECEIVED, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, CLOSE_WAIT})
+_KEEPALIVE_STATES = frozenset({ESTABLISHED, CLOSE_WAIT, FIN_WAIT_2})
+_CAN_SEND_STATES = frozenset({SYN_SENT, SYN_RECEIVED, ESTABLISHED, CLOSE_WAIT})
+
+
+@attrs.define(slots=True)
+class TcpConfig:
+    """Per-connection settings. ``TcpConnection`` copies the config it is
+    given, so changing a socket's options later goes through the
+    connection (``conn.config``), not through a shared instance."""
+
+    mss: int = 1460                 # MSS we advertise (route MTU - 40)
+    send_buffer: int = 262144
+    receive_buffer: int = 262144
+    nodelay: bool = True            # Nagle (RFC 896) off, as trio's SocketStream
+    keepalive: bool = False
+    keepalive_idle: float = 7200.0
+    keepalive_interval: float = 75.0
+    keepalive_count: int = 9
+    rto_initial: float = 1.0        # RFC 6298 2.1
+    rto_min: float = 0.2            # Linux TCP_RTO_MIN
+    rto_max: float = 60.0           # RFC 6298 2.5
+    max_retries: int = 15           # Linux tcp_retries2
+    syn_retries: int = 6            # Linux tcp_syn_retries
+    synack_retries: int = 5         # Linux tcp_synack_retries
+    msl: float = 30.0               # TIME-WAIT lasts 2*MSL (Linux: 60 s)
+    delayed_ack: float = 0.04       # Linux TCP_DELACK_MIN
+    window_scale: bool = True       # RFC 7323
+    timestamps: bool = True         # RFC 7323
+    sack: bool = True               # RFC 2018
+    challenge_ack_limit: int = 10   # challenge ACKs per second per connection (RFC 5961 7)
+    invalid_ratelimit: float = 0.5  # min gap between out-of-window dupacks (Linux tcp_invalid_ratelimit)
+    fin_timeout: float = 60.0       # FIN-WAIT-2 after close() (Linux tcp_fin_timeout)
+    congestion: str = "newreno"
+
+
+def reset_for(header: TcpHeader, payload_len: int) -> TcpHeader | None:
+    """The RST answering a segment that reached no connection (RFC 9293
+    3.10.7.1); None for a RST (never answer a reset)."""
+    flags = header.flags
+    if flags & RST:
+        return None
+    if flags & ACK:
+        return TcpHeader(header.dst_port, header.src_port, header.ack, 0, RST, 0)
+    seg_len = payload_len + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+    return TcpHeader(header.dst_port, header.src_port, 0, (header.seq + seg_len) & _M32,
+                     RST | ACK, 0)
+
+
+def _wscale_for(buffer: int) -> int:
+    shift = 0
+    while (buffer >> shift) > 0xFFFF and shift < _MAX_WSCALE:
+        shift += 1
+    return shift
+
+
+class TcpConnection:
+    """One TCP connection's protocol state. See the module docstring."""
+
+    __slots__ = (
+        "config", "local", "remote", "state", "error", "established", "_out", "_passive",
+        "next_deadline",
+        # send sequence space (unwrapped)
+        "iss", "snd_una", "snd_nxt", "snd_max", "snd_wnd", "snd_wl1", "snd_wl2",
+        "max_snd_wnd", "_snd_buf", "_snd_buf_seq", "_fin_queued", "_fin_seq",
+        # receive sequence space (unwrapped)
+        "irs", "rcv_nxt", "_rcv_adv", "_rcv_buf", "_ooo", "_ooo_fin", "_fin_received",
+        "_sack_recent", "_ack_pending", "_last_ack_sent", "_rcv_mss",
+        # options
+        "_ts_ok", "_ts_recent", "_ts_recent_stamp", "_ts_offset", "_sack_ok",
+        "_snd_wscale", "_rcv_wscale", "_ws_ok", "_our_wscale", "_peer_mss", "_mss", "_syn_window",
+        # RTT / retransmission
+        "srtt", "rttvar", "rto", "_rtt_seq", "_rtt_time", "_retries", "retransmits",
+        "_syn_retransmitted", "_persist_backoff", "_probes",
+        # congestion control / loss recovery
+        "cc", "_dupacks", "_in_recovery", "_recover", "_partial_seen", "_last_send",
+        "_peer_sacks",
+        # timers
+        "_t_rtx", "_t_persist", "_t_delack", "_t_keepalive", "_t_close",
+        # misc
+        "_last_recv", "_ka_probes", "_chal_start", "_chal_count", "_oow_last", "_app_closed",
+    )
+
+    def __init__(self, local, remote, iss: int, config: TcpConfig, now: float,
+                 ts_offset: int | None = None):
+        cfg = attrs.evolve(config)
+        self.config = cfg
+        self.local = local
+        self.remote = remote
+        self.state = CLOSED
+        self.error: str | None = None
+        self.established = False
+        self._out: list = []
+        self._passive = False
+        self.next_deadline = _INF
+
+        iss &= _M32
+        self.iss = iss
+        self.snd_una = iss
+        self.snd_nxt = iss
+        self.snd_max = iss
+        self.snd_wnd = 0
+        self.snd_wl1 = 0
+        self.snd_wl2 = iss
+        self.max_snd_wnd = 0
+        self._snd_buf = bytearray()
+        self._snd_buf_seq = iss + 1
+        self._fin_queued = False
+        self._fin_seq: int | None = None
+
+        self.irs = 0
+        self.rcv_nxt = 0
+        self._rcv_adv = 0
+        self._rcv_buf = bytearray()
+        self._ooo: list[tuple[int, int, bytes]] = []
+        self._ooo_fin: int | None = None
+        self._fin_received = False
+        self._sack_recent: list[int] = []
+        self._ack_pending = 0
+        self._last_ack_sent = 0
+        self._rcv_mss = min(_DEFAULT_MSS_V4, cfg.mss)
+
+        self._ts_ok = False
+        self._ts_recent = 0
+        self._ts_recent_stamp = now
+        self._ts_offset = (int.from_bytes(os.urandom(4), "big") if ts_offset is None
+                           else ts_offset) & _M32
+        self._sack_ok = False
+        self._snd_wscale = 0
+        self._rcv_wscale = 0
+        self._ws_ok = False
+        self._our_wscale = _wscale_for(max(cfg.receive_buffer, _WSCALE_BUFFER))
+        self._peer_mss = _DEFAULT_MSS_V6 if getattr(remote[0], "version", 4) == 6 \
+            else _DEFAULT_MSS_V4
+        self._mss = min(self._peer_mss, cfg.mss)
+        self._syn_window = min(cfg.receive_buffer, 0xFFFF)
+
+        self.srtt: float | None = None
+        self.rttvar = 0.0
+        self.rto = cfg.rto_initial
+        self._rtt_seq: int | None = None
+        self._rtt_time = 0.0
+        self._retries = 0
+        self.retransmits = 0
+        self._syn_retransmitted = False
+        self._persist_backoff = 0
+        self._probes = 0
+
+        self.cc = make_congestion_control(cfg.congestion, self._mss, now)
+        self._dupacks = 0
+        self._in_recovery = False
+        self._recover = iss
+        self._partial_seen = False
+        self._last_send = now
+        self._peer_sacks: tuple = ()
+
+        self._t_rtx = _INF
+        self._t_persist = _INF
+        self._t_delack = _INF
+        self._t_keepalive = _INF
+        self._t_close = _INF
+
+        self._last_recv = now
+        self._ka_probes = 0
+        self._chal_start = now
+        self._chal_count = 0
+        self._oow_last = -_INF
+        self._app_closed = False
+
+    # ------------------------------------------------------------------
+    # Opening
+
+    @classmethod
+    def connect(cls, local, remote, iss: int, config: TcpConfig, now: float,
+                ts_offset: int | None = None) -> TcpConnection:
+        """Active open (RFC 9293 3.10.1): SYN queued, state SYN-SENT."""
+        self = cls(local, remote, iss, config, now, ts_offset)
+        self._set_state(SYN_SENT)
+        self._send_syn(now)
+        self._update_deadline()
+        return self
+
+    @classmethod
+    def accept(cls, local, remote, syn: TcpHeader, iss: int, config: TcpConfig, now: float,
+               ts_offset: int | None = None) -> TcpConnection:
+        """Passive open from a SYN that reached a listening port (RFC 9293
+        3.10.7.2): SYN-ACK queued, state SYN-RECEIVED. Data in the SYN is not
+        accepted (no TCP Fast Open); the peer sends it again."""
+        self = cls(local, remote, iss, config, now, ts_offset)
+        self._passive = True
+        self._on_peer_syn(syn, now)
+        self._set_state(SYN_RECEIVED)
+        self._send_syn(now)
+        self._update_deadline()
+        return self
+
+    def _on_peer_syn(self, syn: TcpHeader, now: float) -> None:
+        """Record IRS and negotiate options from the peer's SYN or SYN-ACK."""
+        cfg = self.config
+        irs = syn.seq
+        self.irs = irs
+        self.rcv_nxt = irs + 1
+        self._last_ack_sent = irs + 1
+        self._rcv_adv = irs + 1 + self._syn_window
+        opts = syn.options
+        if opts.mss is not None:
+            self._peer_mss = max(opts.mss, _MIN_MSS)
+        self._ws_ok = cfg.window_scale and opts.window_scale is not None
+        if self._ws_ok:
+            self._snd_wscale = min(opts.window_scale, _MAX_WSCALE)
+            self._rcv_wscale = self._our_wscale
+        else:
+            self._snd_wscale = self._rcv_wscale = 0
+        if cfg.timestamps and opts.timestamps is not None:
+            self._ts_ok = True
+            self._ts_recent = opts.timestamps[0]
+            self._ts_recent_stamp = now
+        else:
+            self._ts_ok = False
+        self._sack_ok = cfg.sack and opts.sack_permitted
+        # RFC 9293 3.7.1 / RFC 6691: payload = MSS minus the options we send.
+        self._mss = max(min(self._peer_mss, cfg.mss) - (_TS_OPT_LEN if self._ts_ok else 0),
+                        _MIN_MSS - _TS_OPT_LEN)
+        self._rcv_mss = min(_DEFAULT_MSS_V4, self._mss)
+        # SYN windows are never scaled (RFC 7323 2.2).
+        self.snd_wnd = syn.window
+        self.max_snd_wnd = max(self.max_snd_wnd, syn.window)
+        self.snd_wl1 = irs
+        self.cc.set_mss(self._mss)
+
+    def _send_syn(self, now: float) -> None:
+        """SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED), always at ISS."""
+        cfg = self.config
+        if self.state is SYN_SENT:
+            opts = TcpOptions(
+                mss=cfg.mss,
+                window_scale=self._our_wscale if cfg.window_scale else None,
+                sack_permitted=cfg.sack,
+                timestamps=(self._tsval(now), 0) if cfg.timestamps else None)
+            hdr = TcpHeader(self.local[1], self.remote[1], self.iss, 0, SYN,
+                            self._syn_window, 0, opts)
+        else:
+            opts = TcpOptions(
+                mss=cfg.mss,
+                window_scale=self._our_wscale if self._ws_ok else None,
+                sack_permitted=self._sack_ok,
+                timestamps=(self._tsval(now), self._ts_recent) if self._ts_ok else None)
+            hdr = TcpHeader(self.local[1], self.remote[1], self.iss, self.rcv_nxt & _M32,
+                            SYN | ACK, self._syn_window, 0, opts)
+            self._last_ack_sent = self.rcv_nxt
+        self._out.append((hdr, b""))
+        if self.snd_max == self.iss:
+            self.snd_nxt = self.snd_max = self.iss + 1
+        if self._t_rtx == _INF:
+            self._t_rtx = now + self.rto
+        if not self._syn_retransmitted and self._rtt_seq is None and not self._ts_ok:
+            self._rtt_seq = self.iss
+            self._rtt_time = now
+
+    # ------------------------------------------------------------------
+    # Status
+
+    @property
+    def readable(self) -> bool:
+        return bool(self._rcv_buf) or self._fin_received or self.error is not None \
+            or self.state is CLOSED
+
+    @property
+    def at_eof(self) -> bool:
+        return self._fin_received and not self._rcv_buf
+
+    @property
+    def send_space(self) -> int:
+        return max(self.config.send_buffer - len(self._snd_buf), 0)
+
+    @property
+    def can_send(self) -> bool:
+        return self.state in _CAN_SEND_STATES and not self._fin_queued and self.error is None
+
+    @property
+    def unacked_bytes(self) -> int:
+        """Bytes the application wrote that the peer has not acknowledged yet
+        (sent or not; Linux's SIOCOUTQ)."""
+        return len(self._snd_buf)
+
+    @property
+    def unread_bytes(self) -> int:
+        """In-order data received and not yet read by the application."""
+        return len(self._rcv_buf)
+
+    @property
+    def closed(self) -> bool:
+        return self.state is CLOSED
+
+    @property
+    def bytes_in_flight(self) -> int:
+        return self.snd_nxt - self.snd_una
+
+    @property
+    def mss(self) -> int:
+        """Largest payload we put in a segment (options excluded)."""
+        return self._mss
+
+    def info(self) -> dict:
+        rcv_wnd = max(self._rcv_adv - self.rcv_nxt, 0)
+        return {
+            "state": self.state.name,
+            "srtt": self.srtt,
+            "rttvar": self.rttvar,
+            "rto": self.rto,
+            "cwnd": self.cc.cwnd,
+            "ssthresh": self.cc.ssthresh,
+            "bytes_in_flight": self.snd_nxt - self.snd_una,
+            "retransmits": self.retransmits,
+            "snd_una": self.snd_una & _M32,
+            "snd_nxt": self.snd_nxt & _M32,
+            "snd_wnd": self.snd_wnd,
+            "rcv_nxt": self.rcv_nxt & _M32,
+            "rcv_wnd": rcv_wnd,
+            "mss": self._mss,
+            "peer_mss": self._peer_mss,
+            "snd_wscale": self._snd_wscale,
+            "rcv_wscale": self._rcv_wscale,
+            "timestamps": self._ts_ok,
+            "sack": self._sack_ok,
+            "unacked": len(self._snd_buf),
+            "unread": len(self._rcv_buf),
+            "out_of_order": sum(e - s for s, e, _ in self._ooo),
+            "in_recovery": self._in_recovery,
+            "error": self.error,
+        }
+
+    def window_diagram(self) -> str:
+        """Two lines picturing the send and receive windows (relative to
+        SND.UNA and RCV.NXT), for debug logs."""
+        una = self.snd_una
+        buf_end = self._snd_buf_seq + len(self._snd_buf)
+        wnd_edge = una + self.snd_wnd
+        snd = (f"SND una=0 [{self.snd_nxt - una} in flight] nxt={self.snd_nxt - una}"
+               f" [{max(buf_end - self.snd_nxt, 0)} queued] buf_end={buf_end - una}"
+               f" | wnd_edge={wnd_edge - una} cwnd={self.cc.cwnd}"
+               f"{' FIN' if self._fin_queued else ''}")
+        nxt = self.rcv_nxt
+        holes = " ".join(f"[{s - nxt},{e - nxt})" for s, e, _ in self._ooo)
+        rcv = (f"RCV unread={len(self._rcv_buf)} | nxt=0 ooo={holes or '-'}"
+               f" | adv_edge={self._rcv_adv - nxt}{' FIN' if self._fin_received else ''}")
+        return snd + "\n" + rcv
+
+    def __repr__(self) -> str:
+        return (f"<TcpConnection {self.local[0]}:{self.local[1]} -> "
+                f"{self.remote[0]}:{self.remote[1]} {self.state.name}>")
+
+    # ------------------------------------------------------------------
+    # Output helpers
+
+    def pop_outgoing(self) -> list:
+        out = self._out
+        if out:
+            self._out = []
+        return out
+
+    def _tsval(self, now: float) -> int:
+        return (int(now * 1000) + self._ts_offset) & _M32
+
+    def _window_field(self) -> int:
+        """The window to advertise; moves RCV.ADV (the right edge the peer
+        sees) forward, never back (RFC 9293 3.8.6.2.2), with receiver SWS
+        avoidance: the edge only moves by at least min(buffer/2, MSS)."""
+        rcv_nxt = self.rcv_nxt
+        buf = self.config.receive_buffer
+        edge = rcv_nxt + buf - len(self._rcv_buf)
+        adv = self._rcv_adv
+        ws = self._rcv_wscale
+        limit = rcv_nxt + (0xFFFF << ws)
+        if edge > limit:
+            edge = limit
+        if edge > adv:
+            step = buf >> 1
+            if self._rcv_mss < step:
+                step = self._rcv_mss
+            if edge - adv >= step:
+                adv = edge
+        wnd = adv - rcv_nxt
+        if wnd <= 0:
+            self._rcv_adv = rcv_nxt if adv < rcv_nxt else adv
+            return 0
+        field = (wnd + (1 << ws) - 1) >> ws  # round up: never shrink the edge
+        if field > 0xFFFF:
+            field = 0xFFFF
+        self._rcv_adv = rcv_nxt + (field << ws)
+        return field
+
+    def _options(self, now: float, with_sack: bool) -> TcpOptions:
+        if self._ts_ok:
+            if with_sack and self._ooo and self._sack_ok:
+                return TcpOptions(timestamps=(self._tsval(now), self._ts_recent),
+                                  sack_blocks=self._sack_blocks())
+            return TcpOptions(timestamps=(self._tsval(now), self._ts_recent))
+        if with_sack and self._ooo and self._sack_ok:
+            return TcpOptions(sack_blocks=self._sack_blocks())
+        return NO_OPTIONS
+
+    def _emit(self, flags: int, seq: int, payload, now: float) -> None:
+        """Queue one segment carrying our current ACK and window."""
+        opts = self._options(now, True) if (self._ts_ok or self._ooo) else NO_OPTIONS
+        if flags & ACK:
+            self._last_ack_sent = self.rcv_nxt
+            self._ack_pending = 0
+            self._t_delack = _INF
+            ack = self.rcv_nxt & _M32
+        else:
+            ack = 0
+        self._out.append((TcpHeader(self.local[1], self.remote[1], seq & _M32, ack, flags,
+                                    self._window_field(), 0, opts), payload))
+
+    def _send_ack(self, now: float) -> None:
+        # Pure ACKs carry SND.MAX (BSD): after a go-back-N rewind SND.NXT lags.
+        self._emit(ACK, self.snd_max, b"", now)
+
+    def _send_rst(self, now: float) -> None:
+        self._emit(RST | ACK, self.snd_max, b"", now)
+
+    def _challenge_ack(self, now: float) -> None:
+        """RFC 5961 3.2/4.2/5.2 challenge ACK, at most challenge_ack_limit a
+        second per connection (RFC 5961 7)."""
+        if now - self._chal_start >= 1.0:
+            self._chal_start = now
+            self._chal_count = 0
+        if self._chal_count < self.config.challenge_ack_limit:
+            self._chal_count += 1
+            self._send_ack(now)
+
+    def _oow_ack(self, now: float, seg_len: int, flags: int) -> None:
+        """ACK an unacceptable segment (RFC 9293 3.10.7.4 first check). Pure
+        ACKs are rate limited so two stacks cannot loop on them (as Linux)."""
+        if seg_len == 0:
+            if now - self._oow_last < self.config.invalid_ratelimit:
+                return
+            self._oow_last = now
+        self._send_ack(now)
+
+    def _sack_blocks(self) -> tuple:
+        """RFC 2018 4: the block holding the most recently received segment
+        first, then the most recently reported ones."""
+        ranges: list[list[int]] = []
+        for s, e, _ in self._ooo:
+            if ranges and ranges[-1][1] == s:
+                ranges[-1][1] = e
+            else:
+                ranges.append([s, e])
+        maxb = 3 if self._ts_ok else 4
+        out = []
+        used = set()
+        for seq in self._sack_recent:
+            for i, (s, e) in enumerate(ranges):
+                if s <= seq < e:
+                    if i not in used:
+                        used.add(i)
+                        out.append((s & _M32, e & _M32))
+                    break
+            if len(out) >= maxb:
+                return tuple(out)
+        for i in range(len(ranges) - 1, -1, -1):
+            if len(out) >= maxb:
+                break
+            if i not in used:
+                out.append((ranges[i][0] & _M32, ranges[i][1] & _M32))
+        return tuple(out)
+
+    # ------------------------------------------------------------------
+    # State and timers
+
+    def _set_state(self, new: TcpState) -> None:
+        if log.isEnabledFor(_DEBUG):
+            log.debug("%r: %s -> %s", self, self.state.name, new.name)
+        self.state = new
+
+    def _update_deadline(self) -> None:
+        d = self._t_rtx
+        if self._t_persist < d:
+            d = self._t_persist
+        if self._t_delack < d:
+            d = self._t_delack
+        if self._t_keepalive < d:
+            d = self._t_keepalive
+        if self._t_close < d:
+            d = self._t_close
+        self.next_deadline = d
+
+    def _clear_timers(self) -> None:
+        self._t_rtx = self._t_persist = self._t_delack = _INF
+        self._t_keepalive = self._t_close = _INF
+
+    def _close(self, error: str | None) -> None:
+        if error is not None and self.error is None:
+            self.error = error
+        if self.state is not CLOSED:
+            self._set_state(CLOSED)
+        self._clear_timers()
+        self._ooo = []
+        self._snd_buf = bytearray()
+        self._snd_buf_seq = self.snd_una
+
+    def _enter_time_wait(self, now: float) -> None:
+        self._set_state(TIME_WAIT)
+        self._clear_timers()
+        self._t_close = now + 2 * self.config.msl
+
+    def _establish(self, now: float) -> None:
+        self._set_state(ESTABLISHED)
+        self.established = True
+        if self.srtt is None:
+            # RFC 6298 5.7: back to 3 s if the SYN was retransmitted and no
+            # RTT sample was taken.
+            self.rto = max(self.config.rto_initial, 3.0) if self._syn_retransmitted \
+                else self.config.rto_initial
+        self._retries = 0
+        self._last_recv = now
+        if self.config.keepalive:
+            self._t_keepalive = now + self.config.keepalive_idle
+        if self._fin_queued:
+            self._set_state(FIN_WAIT_1)
+
+    def _rtt_sample(self, r: float) -> None:
+        """RFC 6298 2.2-2.4."""
+        if r < 0:
+            return
+        if self.srtt is None:
+            self.srtt = r
+            self.rttvar = r / 2
+        else:
+            self.rttvar = 0.75 * self.rttvar + 0.25 * abs(self.srtt - r)
+            self.srtt = 0.875 * self.srtt + 0.125 * r
+        cfg = self.config
+        rto = self.srtt + max(0.001, 4 * self.rttvar)
+        self.rto = cfg.rto_min if rto < cfg.rto_min else (cfg.rto_max if rto > cfg.rto_max else rto)
+
+    # ------------------------------------------------------------------
+    # Application calls
+
+    def send(self, data, now: float) -> int:
+        """Buffer as much of ``data`` as fits; returns the count taken."""
+        if self._fin_queued or self.state is CLOSED or self.state is TIME_WAIT:
+            return 0
+        space = self.config.send_buffer - len(self._snd_buf)
+        n = len(data)
+        if space <= 0 or n == 0:
+            return 0
+        if n > space:
+            data = memoryview(data)[:space]
+            n = space
+        if not self._snd_buf and self.snd_una == self.snd_max and \
+                now - self._last_send > self.rto and self.state in _SENDING_STATES:
+            self.cc.on_idle_restart(now)  # RFC 5681 4.1
+        self._snd_buf += data
+        if self.state in _SENDING_STATES:
+            self._push(now)
+        self._update_deadline()
+        return n
+
+    def receive(self, max_bytes: int, now: float) -> bytes:
+        """Up to ``max_bytes`` of in-order data (b"" when none)."""
+        buf = self._rcv_buf
+        n = len(buf)
+        if n == 0 or max_bytes <= 0:
+            return b""
+        if max_bytes >= n:
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(memoryview(buf)[:max_bytes])
+            del buf[:max_bytes]
+        if self.state in _RECEIVING_STATES:
+            # RFC 9293 3.8.6.2.2: announce a window that grew enough.
+            cfg = self.config
+            cur = self._rcv_adv - self.rcv_nxt
+            new = cfg.receive_buffer - len(buf)
+            grow = new - cur
+            mss = self._rcv_mss
+            if grow >= min(cfg.receive_buffer >> 1, 2 * mss) or (cur < mss and grow >= min(
+                    cfg.receive_buffer >> 1, mss)):
+                self._send_ack(now)
+                self._update_deadline()
+        return data
+
+    def shutdown_write(self, now: float) -> None:
+        """Send FIN after all buffered data (RFC 9293 3.10.4 CLOSE)."""
+        if self._fin_queued:
+            return
+        st = self.state
+        if st in (ESTABLISHED, CLOSE_WAIT, SYN_SENT, SYN_RECEIVED):
+            self._fin_queued = True
+            if st is ESTABLISHED:
+                self._set_state(FIN_WAIT_1)
+            elif st is CLOSE_WAIT:
+                self._set_state(LAST_ACK)
+            if self.state in _SENDING_STATES:
+                self._push(now)
+        self._update_deadline()
+
+    def close(self, now: float) -> None:
+        """Full close: the application will neither send nor read any more.
+        Unread data makes it an abort (RST), as Linux does (RFC 2525 2.17);
+        otherwise FIN, and FIN-WAIT-2 then times out after fin_timeout."""
+        if self.state in (CLOSED, TIME_WAIT):
+            return
+        if self.state in (SYN_SENT, LISTEN):
+            self._close(None)
+            self._update_deadline()
+            return
+        if self._rcv_buf or self._ooo:
+            self.abort(now)
+            return
+        self._app_closed = True
+        self.shutdown_write(now)
+        if self.state is FIN_WAIT_2 and self._t_close == _INF:
+            self._t_close = now + self.config.fin_timeout
+        self._update_deadline()
+
+    def abort(self, now: float) -> None:
+        """RST if synchronized (RFC 9293 3.10.5), then CLOSED; error stays None."""
+        if self.state in _RST_ON_ABORT:
+            self._send_rst(now)
+        self._close(None)
+        self._update_deadline()
+
+    def set_keepalive(self, enabled: bool, now: float) -> None:
+        was = self.config.keepalive
+        self.config.keepalive = enabled
+        if enabled and not was and self.state in _KEEPALIVE_STATES:
+            self._t_keepalive = now + self.config.keepalive_idle  # as Linux
+        elif not enabled:
+            self._t_keepalive = _INF
+        self._update_deadline()
+
+    def set_option(self, name: str, value, now: float) -> None:
+        """Change one ``TcpConfig`` setting of this connection (setsockopt)."""
+        cfg = self.config
+        if not hasattr(cfg, name):
+            raise AttributeError(f"TcpConfig has no setting {name!r}")
+        if name == "keepalive":
+            self.set_keepalive(bool(value), now)
+            return
+        setattr(cfg, name, value)
+        st = self.state
+        if name in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
+            if cfg.keepalive and st in _KEEPALIVE_STATES:
+                due = self._last_recv + cfg.keepalive_idle
+                self._t_keepalive = due if due > now else now
+        elif name == "nodelay" and value and st in _SENDING_STATES:
+            self._push(now)  # release what Nagle held back
+        elif name == "receive_buffer" and st in _RECEIVING_STATES:
+            if cfg.receive_buffer - len(self._rcv_buf) - (self._rcv_adv - self.rcv_nxt) \
+                    >= min(cfg.receive_buffer >> 1, 2 * self._rcv_mss):
+                self._send_ack(now)  # window update for the larger buffer
+        self._update_deadline()
+
+    def accepts_syn_in_time_wait(self, syn: TcpHeader) -> bool:
+        """Whether a new SYN for this 4-tuple may reopen it from TIME-WAIT
+        (RFC 6191 / RFC 1122 4.2.2.13): newer timestamp, or higher sequence
+        number when timestamps are not in use."""
+        if self.state is not TIME_WAIT or not syn.flags & SYN or syn.flags & ACK:
+            return False
+        ts = syn.options.timestamps
+        if self._ts_ok and ts is not None:
+                return 0 < ((ts[0] - self._ts_recent) & _M32) < _HALF
+        seq = self.rcv_nxt + (((syn.seq - self.rcv_nxt + _HALF) & _M32) - _HALF)
+        return seq > self.rcv_nxt
+
+    # ------------------------------------------------------------------
+    # Sending
+
+    def _push(self, now: float) -> None:
+        """Send what the windows, Nagle and SWS avoidance allow."""
+        buf_seq = self._snd_buf_seq
+        data_end = buf_seq + len(self._snd_buf)
+        nxt = self.snd_nxt
+        fin = self._fin_queued
+        if nxt > data_end:
+            return  # FIN already sent
+        mss = self._seg_mss()
+        cc = self.cc
+        una = self.snd_una
+        cwnd = cc.cwnd
+        if 0 < self._dupacks < 3 and not self._in_recovery:
+            cwnd += self._dupacks * mss  # RFC 3042 limited transmit
+        wnd_edge = una + self.snd_wnd
+        edge = una + cwnd
+        if wnd_edge < edge:
+            edge = wnd_edge
+        sent = False
+        while True:
+            if nxt >= data_end:
+                if fin and nxt == data_end:
+                    # A bare FIN needs no window (Linux accepts one at a zero window).
+                    self._emit(FIN | ACK, nxt, b"", now)
+                    self._fin_seq = data_end
+                    nxt += 1
+                    self._after_send(nxt, now)
+                    sent = True
+                break
+            room = edge - nxt
+            if room <= 0:
+                break
+            n = data_end - nxt
+            if n > mss:
+                n = mss
+            retrans = nxt < self.snd_max
+            if n > room:
+                n = room
+                # RFC 9293 3.8.6.2.1 sender SWS: a window-limited runt only
+                # if it is at least half the largest window the peer offered.
+                if not retrans and n < mss and 2 * n < self.max_snd_wnd:
+                    break
+            elif n < mss and not retrans and not fin and not self.config.nodelay \
+                    and self.snd_max > una:
+                break  # RFC 896 Nagle: a small segment waits for the ACKs
+            end = nxt + n
+            flags = ACK
+            if end == data_end:
+                flags = ACK | PSH
+                if fin:
+                    flags = ACK | PSH | FIN
+                    self._fin_seq = data_end
+            off = nxt - buf_seq
+            self._emit(flags, nxt, bytes(self._snd_buf[off:off + n]), now)
+            nxt = end + 1 if flags & FIN else end
+            if retrans:
+                self.retransmits += 1
+            self._after_send(nxt, now)
+            sent = True
+        if not sent and self.snd_una == self.snd_max and (
+                data_end > self.snd_nxt or (fin and self._fin_seq is None)) \
+                and self._t_persist == _INF and self._t_rtx == _INF:
+            # Nothing in flight and the peer's window stops us: RFC 9293 3.8.6.1.
+            self._persist_backoff = 0
+            self._t_persist = now + self._persist_interval()
+
+    def _after_send(self, nxt: int, now: float) -> None:
+        self.snd_nxt = nxt
+        if nxt > self.snd_max:
+            if self._rtt_seq is None and not self._ts_ok:
+                self._rtt_seq = self.snd_max
+                self._rtt_time = now
+            self.snd_max = nxt
+        if self._t_rtx == _INF:
+            self._t_rtx = now + self.rto
+        self._t_persist = _INF
+        self._last_send = now
+
+    def _retransmit_head(self, now: float) -> None:
+        """Resend the first unacknowledged segment, whatever the windows say
+        (fast retransmit, partial ACK, RTO)."""
+        una = self.snd_una
+        buf_seq = self._snd_buf_seq
+        data_end = buf_seq + len(self._snd_buf)
+        mss = self._seg_mss()
+        sent_end = self.snd_max
+        if sent_end > data_end:
+            sent_end = data_end  # the FIN went out too
+        n = sent_end - una
+        if n > mss:
+            n = mss
+        if n < 0:
+            n = 0
+        end = una + n
+        flags = ACK
+        if end == data_end:
+            flags |= PSH if n else 0
+            if self._fin_seq is not None and self.snd_max > data_end:
+                flags |= FIN
+        if n == 0 and not flags & FIN:
+            return
+        off = una - buf_seq
+        self._emit(flags, una, bytes(self._snd_buf[off:off + n]) if n else b"", now)
+        self.retransmits += 1
+        if self._rtt_seq is not None:
+            self._rtt_seq = None  # Karn's rule
+        nxt = end + 1 if flags & FIN else end
+        if self.snd_nxt < nxt:
+            self.snd_nxt = nxt
+        self._last_send = now
+        if log.isEnabledFor(_DEBUG):
+            log.debug("%r: retransmit seq=%d len=%d", self, una & _M32, n)
+
+    def _seg_mss(self) -> int:
+        """Payload limit for the next segment: SACK blocks we attach eat
+        into the MSS (RFC 2018, RFC 6691)."""
+        if self._ooo and self._sack_ok:
+            return self._mss - 4 - 8 * min(len(self._ooo), 3 if self._ts_ok else 4)
+        return self._mss
+
+    def _persist_interval(self) -> float:
+        return min(self.rto * (1 << min(self._persist_backoff, 30)), self.config.rto_max)
+
+    # ------------------------------------------------------------------
+    # Timers
+
+    def on_timer(self, now: float) -> None:
+        if now >= self._t_rtx:
+            self._on_rto(now)
+        if now >= self._t_persist:
+            self._on_persist(now)
+        if now >= self._t_delack:
+            self._t_delack = _INF
+            if self.state is not CLOSED and (self.rcv_nxt > self._last_ack_sent
+                                             or self._ack_pending):
+                self._send_ack(now)
+        if now >= self._t_keepalive:
+            self._on_keepalive(now)
+        if now >= self._t_close:
+            self._t_close = _INF
+            if self.state in (TIME_WAIT, FIN_WAIT_2):
+                self._close(None)
+        self._update_deadline()
+
+    def _on_rto(self, now: float) -> None:
+        cfg = self.config
+        st = self.state
+        self._t_rtx = _INF
+        if st is SYN_SENT or st is SYN_RECEIVED:
+            limit = cfg.syn_retries if st is SYN_SENT else cfg.synack_retries
+            if self._retries >= limit:
+                self._close("timeout")
+                return
+            self._retries += 1
+            self.retransmits += 1
+            self._syn_retransmitted = True
+            self._rtt_seq = None
+            self.rto = min(self.rto * 2, cfg.rto_max)
+            if log.isEnabledFor(_DEBUG):
+                log.debug("%r: SYN retransmit #%d, rto=%.3f", self, self._retries, self.rto)
+            self._send_syn(now)
+            return
+        if st not in _SENDING_STATES or self.snd_una >= self.snd_max:
+            return
+        if self._retries >= cfg.max_retries:
+            if log.isEnabledFor(_DEBUG):
+                log.debug("%r: giving up after %d retransmissions", self, self._retries)
+            self._close("timeout")
+            return
+        self._retries += 1
+        flight = self.snd_max - self.snd_una
+        self.cc.on_rto(flight, now, self._retries > 1)
+        self._recover = self.snd_max  # RFC 6582 4
+        self._in_recovery = False
+        self._dupacks = 0
+        self._rtt_seq = None
+        self.rto = min(self.rto * 2, cfg.rto_max)  # RFC 6298 5.5
+        self._peer_sacks = ()
+        if log.isEnabledFor(_DEBUG):
+            log.debug("%r: RTO #%d, rto=%.3f\n%s", self, self._retries, self.rto,
+                      self.window_diagram())
+        # Go back N (RFC 5681 3.1 after a timeout): resend from SND.UNA.
+        self.snd_nxt = self.snd_una
+        self._retransmit_head(now)
+        self._t_rtx = now + self.rto
+
+    def _on_persist(self, now: float) -> None:
+        self._t_persist = _INF
+        if self.state not in _SENDING_STATES:
+            return
+        data_end = self._snd_buf_seq + len(self._snd_buf)
+        pending = data_end > self.snd_nxt or (self._fin_queued and self._fin_seq is None)
+        if not pending or self.snd_max > self.snd_una:
+            return
+        if self._probes >= self.config.max_retries:
+            self._close("timeout")
+            return
+        room = self.snd_una + self.snd_wnd - self.snd_nxt
+        if room > 0 and data_end > self.snd_nxt:
+            # Some window, just too small for SWS avoidance: send what fits.
+            n = min(room, self._seg_mss(), data_end - self.snd_nxt)
+            nxt = self.snd_nxt
+            off = nxt - self._snd_buf_seq
+            end = nxt + n
+            flags = ACK | PSH if end == data_end else ACK
+            if end == data_end and self._fin_queued:
+                flags |= FIN
+                self._fin_seq = data_end
+            self._emit(flags, nxt, bytes(self._snd_buf[off:off + n]), now)
+            self._after_send(end + 1 if flags & FIN else end, now)
+            return
+        # Zero window probe: an old sequence number makes the peer answer
+        # with its current window (as Linux's tcp_xmit_probe_skb).
+        self._emit(ACK, self.snd_una - 1, b"", now)
+        self._probes += 1
+        self._persist_backoff += 1
+        self._t_persist = now + self._persist_interval()
+
+    def _on_keepalive(self, now: float) -> None:
+        cfg = self.config
+        self._t_keepalive = _INF
+        if not cfg.keepalive or self.state not in _KEEPALIVE_STATES:
+            return
+        if self.snd_max > self.snd_una or self._snd_buf:
+            # Data outstanding: the retransmission timer watches the peer.
+            self._t_keepalive = now + cfg.keepalive_idle
+            return
+        due = self._last_recv + cfg.keepalive_idle
+        if now < due:
+            self._t_keepalive = due
+            return
+        if self._ka_probes >= cfg.keepalive_count:
+            if log.isEnabledFor(_DEBUG):
+                log.debug("%r: keepalive: peer dead", self)
+            self._send_rst(now)
+            self._close("timeout")
+            return
+        self._emit(ACK, self.snd_una - 1, b"", now)
+        self._ka_probes += 1
+        self._t_keepalive = now + cfg.keepalive_interval
+
+    # ------------------------------------------------------------------
+    # Segment arrival (RFC 9293 3.10.7)
+
+    def on_segment(self, h: TcpHeader, payload, now: float) -> None:
+        st = self.state
+        if st is ESTABLISHED or (st is not SYN_SENT and st is not CLOSED and st is not LISTEN):
+            self._on_segment_sync(h, payload, now)
+        elif st is SYN_SENT:
+            self._on_segment_syn_sent(h, payload, now)
+        elif st is CLOSED:
+            # RFC 9293 3.10.7.1.
+            rst = reset_for(h, len(payload))
+            if rst is not None:
+                self._out.append((rst, b""))
+        self._update_deadline()
+
+    def _on_segment_syn_sent(self, h: TcpHeader, payload, now: float) -> None:
+        """RFC 9293 3.10.7.3."""
+        flags = h.flags
+        ack = 0
+        if flags & ACK:
+            ack = self.snd_una + (((h.ack - self.snd_una + _HALF) & _M32) - _HALF)
+            if ack <= self.iss or ack > self.snd_max:
+                if not flags & RST:
+                    self._out.append((TcpHeader(self.local[1], self.remote[1], h.ack, 0,
+                                                RST, 0), b""))
+                return
+        if flags & RST:
+            if flags & ACK:
+                self._close("refused")
+            return
+        if not flags & SYN:
+            return
+        self._on_peer_syn(h, now)
+        self._last_recv = now
+        if flags & ACK:
+            self.snd_wl2 = ack
+            self._ack_syn(ack, h, now)
+            self._establish(now)
+            self._send_ack(now)
+            if len(payload) or flags & FIN:
+                self._process_data(self.irs + 1, payload, flags, now)
+            self._push(now)
+        else:
+            # Simultaneous open (RFC 9293 3.5, figure 8).
+            self._set_state(SYN_RECEIVED)
+            self._send_syn(now)
+
+    def _ack_syn(self, ack: int, h: TcpHeader, now: float) -> None:
+        """Our SYN was acknowledged (SYN-SENT or SYN-RECEIVED)."""
+        self.snd_una = ack
+        if self.snd_nxt < ack:
+            self.snd_nxt = ack
+        ts = h.options.timestamps
+        if self._ts_ok and ts is not None and ts[1]:
+            r = ((int(now * 1000) + self._ts_offset - ts[1]) & _M32)
+            if r < _HALF:
+                self._rtt_sample(r / 1000)
+        elif self._rtt_seq is not None:
+            self._rtt_sample(now - self._rtt_time)
+        self._rtt_seq = None
+        self._retries = 0
+        self._t_rtx = _INF if self.snd_una >= self.snd_max else now + self.rto
+
+    def _on_segment_sync(self, h: TcpHeader, payload, now: float) -> None:
+        """RFC 9293 3.10.7.4 for SYN-RECEIVED and the synchronized states."""
+        flags = h.flags
+        st = self.state
+        plen = len(payload)
+        rcv_nxt = self.rcv_nxt
+
+        if st is SYN_RECEIVED and flags & SYN and h.seq == self.irs:
+            if not flags & ACK:
+                # Retransmitted SYN: answer with the SYN-ACK again (as Linux).
+                self._send_syn(now)
+                return
+            if (not plen and h.ack == self.snd_max & _M32
+                    and not flags & (RST | FIN)):
+                # Simultaneous open: the peer's SYN-ACK acknowledges our SYN
+                # and completes the handshake (as Linux's tcp_validate_incoming).
+                ack = self.snd_max
+                self._last_recv = now
+                self._ack_syn(ack, h, now)
+                self._establish(now)
+                self.snd_wnd = h.window  # a SYN's window is never scaled
+                self.snd_wl1 = rcv_nxt
+                self.snd_wl2 = ack
+                if self.snd_wnd > self.max_snd_wnd:
+                    self.max_snd_wnd = self.snd_wnd
+                self._push(now)
+                return
+
+        seq = rcv_nxt + (((h.seq - rcv_nxt + _HALF) & _M32) - _HALF)
+        ts = h.options.timestamps
+        if self._ts_ok and not flags & RST:
+            if ts is None:
+                return  # RFC 7323 3.2: drop a non-RST segment without TSopt
+            # PAWS, RFC 7323 5.3 R1.
+            if ((ts[0] - self._ts_recent) & _M32) >= _HALF and \
+                    now - self._ts_recent_stamp <= _PAWS_IDLE:
+                if flags & SYN:
+                    self._challenge_ack(now)
+                else:
+                    self._oow_ack(now, plen + (flags & FIN), flags)
+                return
+
+        # First: sequence number (RFC 9293 3.10.7.4 table).
+        seg_len = plen + (1 if flags & SYN else 0) + (1 if flags & FIN else 0)
+        wnd = self._rcv_adv - rcv_nxt
+        if seg_len == 0:
+            ok = seq == rcv_nxt if wnd <= 0 else rcv_nxt <= seq < rcv_nxt + wnd
+        elif wnd <= 0:
+            # Zero window: still take the ACK (and a bare FIN) at RCV.NXT.
+            ok = seq == rcv_nxt
+        else:
+            end = seq + seg_len - 1
+            ok = (rcv_nxt <= seq < rcv_nxt + wnd) or (rcv_nxt <= end < rcv_nxt + wnd)
+        if not ok:
+            if flags & RST:
+                return
+            if flags & SYN:
+                self._challenge_ack(now)  # RFC 5961 4.2
+                return
+            if st is TIME_WAIT and flags & FIN:
+                self._t_close = now + 2 * self.config.msl  # retransmitted FIN
+            self._oow_ack(now, seg_len, flags)
+            return
+
+        # Second: RST (RFC 5961 3.2).
+        if flags & RST:
+            if seq == rcv_nxt:
+                if st is SYN_RECEIVED:
+                    self._close("reset" if self._passive else "refused")
+                elif st in (CLOSING, LAST_ACK, TIME_WAIT):
+                    self._close(None)
+                else:
+                    self._close("reset")
+            else:
+                self._challenge_ack(now)
+            return
+
+        # Fourth: SYN in a synchronized state (RFC 5961 4.2).
+        if flags & SYN:
+            self._challenge_ack(now)
+            return
+
+        # RFC 7323 4.3: TS.Recent update.
+        if ts is not None and self._ts_ok and seq <= self._last_ack_sent and \
+                ((ts[0] - self._ts_recent) & _M32) < _HALF:
+            self._ts_recent = ts[0]
+            self._ts_recent_stamp = now
+
+        # Fifth: ACK.
+        if not flags & ACK:
+            return
+        self._last_recv = now
+        self._ka_probes = 0
+        ack = self.snd_una + (((h.ack - self.snd_una + _HALF) & _M32) - _HALF)
+        if st is SYN_RECEIVED:
+            if self.snd_una < ack <= self.snd_max:
+                self._ack_syn(ack, h, now)
+                self._establish(now)
+                self.snd_wnd = h.window << self._snd_wscale
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+                if self.snd_wnd > self.max_snd_wnd:
+                    self.max_snd_wnd = self.snd_wnd
+                st = self.state
+            else:
+                self._out.append((TcpHeader(self.local[1], self.remote[1], h.ack, 0, RST, 0),
+                                  b""))
+                return
+        if ack > self.snd_max:
+            # RFC 9293: ACK for data not yet sent; RFC 5961 5.2 rate limits it.
+            self._challenge_ack(now)
+            return
+        if ack < self.snd_una - self.max_snd_wnd:
+            self._challenge_ack(now)  # RFC 5961 5.2
+            return
+        if st is not TIME_WAIT:
+            self._process_ack(h, seq, ack, plen, flags, now)
+            st = self.state
+            if st is CLOSED:
+                return
+        fin_acked = self._fin_seq is not None and self.snd_una > self._fin_seq
+        if st is FIN_WAIT_1:
+            if fin_acked:
+                self._set_state(FIN_WAIT_2)
+                st = FIN_WAIT_2
+                if self._app_closed:
+                    self._t_close = now + self.config.fin_timeout
+        elif st is CLOSING:
+            if fin_acked:
+                self._enter_time_wait(now)
+                return
+        elif st is LAST_ACK:
+            if fin_acked:
+                self._close(None)
+                return
+        elif st is TIME_WAIT:
+            if flags & FIN:
+                self._send_ack(now)
+                self._t_close = now + 2 * self.config.msl
+            return
+
+        # Sixth (URG) is not supported: urgent data is delivered inline.
+        # Seventh and eighth: segment text and FIN (ignored once the peer's
+        # FIN has come: CLOSE-WAIT, CLOSING, LAST-ACK).
+        if plen or flags & FIN:
+            self._process_data(seq, payload, flags, now)
+
+        if self.state in _SENDING_STATES:
+            data_end = self._snd_buf_seq + len(self._snd_buf)
+            nxt = self.snd_nxt
+            if nxt < data_end or (nxt == data_end and self._fin_queued):
+                self._push(now)
+
+    def _process_ack(self, h: TcpHeader, seq: int, ack: int, plen: int, flags: int,
+                     now: float) -> None:
+        """RFC 9293 3.10.7.4 fifth check for ESTABLISHED and later, with
+        RFC 5681 / RFC 6582 loss recovery and RFC 6298 RTT measurement."""
+        una = self.snd_una
+        wnd = h.window << self._snd_wscale
+        self._probes = 0
+        if self._sack_ok:
+            self._peer_sacks = h.options.sack_blocks
+        if ack > una:
+            acked = ack - una
+            flight = self.snd_max - una
+            buf_seq = self._snd_buf_seq
+            upto = buf_seq + len(self._snd_buf)
+            if ack < upto:
+                upto = ack
+            if upto > buf_seq:
+                del self._snd_buf[:upto - buf_seq]
+                self._snd_buf_seq = upto
+            self.snd_una = ack
+            if self.snd_nxt < ack:
+                self.snd_nxt = ack
+            # RTT: RFC 7323 4.2 (TSecr) or one timed segment (RFC 6298 3, Karn).
+            rtt = None
+            ts = h.options.timestamps
+            if self._ts_ok:
+                if ts is not None and ts[1]:
+                    r = (int(now * 1000) + self._ts_offset - ts[1]) & _M32
+                    if r < _HALF:
+                        rtt = r / 1000
+                        self._rtt_sample(rtt)
+            elif self._rtt_seq is not None and ack > self._rtt_seq:
+                rtt = now - self._rtt_time
+                self._rtt_seq = None
+                self._rtt_sample(rtt)
+            self._retries = 0
+            cc = self.cc
+            if self._in_recovery:
+                if ack >= self._recover:
+                    # Full ACK: RFC 6582 3.2 step 3.
+                    self._in_recovery = False
+                    self._dupacks = 0
+                    cc.on_exit_recovery(self.snd_max - ack)
+                else:
+                    # Partial ACK: retransmit the next hole, deflate.
+                    cc.on_partial_ack(acked)
+                    self._retransmit_head(now)
+                    if not self._partial_seen:
+                        self._partial_seen = True
+                        self._t_rtx = now + self.rto
+            else:
+                self._dupacks = 0
+                cc.on_ack(acked, flight, now, rtt)
+            if ack >= self.snd_max:
+                self._t_rtx = _INF
+            elif not (self._in_recovery and self._partial_seen and self._t_rtx != _INF):
+                self._t_rtx = now + self.rto
+        elif ack == una and self.snd_max > una and plen == 0 \
+                and not flags & (SYN | FIN) and wnd == self.snd_wnd:
+            # Duplicate ACK (RFC 5681 2).
+            self._dupacks += 1
+            if self._in_recovery:
+                self.cc.on_dupack_in_recovery()
+            elif self._dupacks == 3:
+                if ack > self._recover or self._recover == self.iss:
+                    # RFC 5681 3.2 fast retransmit; RFC 6582 3.2 step 2.
+                    self._in_recovery = True
+                    self._partial_seen = False
+                    self._recover = self.snd_max
+                    self.cc.on_enter_recovery(self.snd_max - una, now)
+                    if log.isEnabledFor(_DEBUG):
+                        log.debug("%r: fast retransmit\n%s", self, self.window_diagram())
+                    self._retransmit_head(now)
+                    self._t_rtx = now + self.rto
+        # Window update (RFC 9293 3.10.7.4, SND.WL1/SND.WL2 rule).
+        if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
+            if ack >= self.snd_una:
+                self.snd_wnd = wnd
+                self.snd_wl1 = seq
+                self.snd_wl2 = ack
+                if wnd > self.max_snd_wnd:
+                    self.max_snd_wnd = wnd
+                if wnd and self._t_persist != _INF:
+                    self._t_persist = _INF
+                    self._persist_backoff = 0
+
+    def _process_data(self, seq: int, payload, flags: int, now: float) -> None:
+        """Seventh (text) and eighth (FIN) checks."""
+        st = self.state
+        plen = len(payload)
+        fin = flags & FIN
+        if st not in _RECEIVING_STATES:
+            # CLOSE-WAIT, CLOSING, LAST-ACK: the peer's FIN came already.
+            self._send_ack(now)
+            return
+        rcv_nxt = self.rcv_nxt
+        ack_now = False
+        if self._app_closed and plen and seq + plen > rcv_nxt:
+            # Data for an application that closed: RST (as Linux, RFC 2525 2.17).
+            self._send_rst(now)
+            self._close(None)
+            return
+        if seq < rcv_nxt:
+            cut = rcv_nxt - seq
+            ack_now = True  # (partial) duplicate: tell the peer at once
+            if cut >= plen:
+                if fin and seq + plen == rcv_nxt:
+                    payload = b""
+                    plen = 0
+                else:
+                    self._send_ack(now)
+                    return
+            else:
+                payload = payload[cut:]
+                plen -= cut
+            seq = rcv_nxt
+        edge = self._rcv_adv
+        if seq + plen > edge:
+            # Beyond the window: trim (RFC 9293 3.10.7.4) and ACK.
+            keep = edge - seq
+            if keep < 0:
+                keep = 0
+            payload = payload[:keep]
+            plen = keep
+            fin = 0
+            ack_now = True
+        if plen > self._rcv_mss:
+            self._rcv_mss = plen if plen < self.config.mss else self.config.mss
+        if seq == rcv_nxt:
+            filled = False
+            if plen:
+                self._rcv_buf += payload
+                rcv_nxt += plen
+                if self._ooo:
+                    rcv_nxt = self._ooo_pull(rcv_nxt)
+                    filled = True
+                self.rcv_nxt = rcv_nxt
+            if fin or (self._ooo_fin is not None and self._ooo_fin == rcv_nxt):
+                self._ooo_fin = None
+                self._on_fin(now)
+                return
+            if ack_now or filled:
+                self._send_ack(now)
+            else:
+                self._ack_pending += plen
+                if self._ack_pending > self._rcv_mss:
+                    self._send_ack(now)  # every second full-sized segment (RFC 1122 4.2.3.2)
+                elif self._t_delack == _INF:
+                    self._t_delack = now + self.config.delayed_ack
+        else:
+            # Out of order: hold it (bounded by the window) and ACK at once
+            # with SACK (RFC 5681 4.2, RFC 2018).
+            if plen:
+                self._ooo_insert(seq, payload)
+                rs = self._sack_recent
+                if seq in rs:
+                    rs.remove(seq)
+                rs.insert(0, seq)
+                del rs[4:]
+            if fin:
+                self._ooo_fin = seq + plen
+            self._send_ack(now)
+
+    def _ooo_insert(self, seq: int, payload) -> None:
+        ooo = self._ooo
+        end = seq + len(payload)
+        mv = memoryview(payload) if not isinstance(payload, memoryview) else payload
+        i = bisect_right(ooo, seq, key=_start) - 1
+        if i >= 0 and ooo[i][1] > seq:
+            e = ooo[i][1]
+            if e >= end:
+                return
+            mv = mv[e - seq:]
+            seq = e
+        i += 1
+        while i < len(ooo) and ooo[i][0] < end:
+            s, e, _ = ooo[i]
+            if s > seq:
+                ooo.insert(i, (seq, s, bytes(mv[:s - seq])))
+                i += 1
+            if e >= end:
+                return
+            mv = mv[e - seq:]
+            seq = e
+            i += 1
+        if seq < end:
+            ooo.insert(i, (seq, end, bytes(mv)))
+
+    def _ooo_pull(self, rcv_nxt: int) -> int:
+        ooo = self._ooo
+        k = 0
+        buf = self._rcv_buf
+        for s, e, d in ooo:
+            if s > rcv_nxt:
+                break
+            if e > rcv_nxt:
+                buf += d[rcv_nxt - s:] if s < rcv_nxt else d
+                rcv_nxt = e
+            k += 1
+        if k:
+            del ooo[:k]
+        if not ooo:
+            self._sack_recent.clear()
+        return rcv_nxt
+
+    def _on_fin(self, now: float) -> None:
+        """RFC 9293 3.10.7.4 eighth check."""
+        self.rcv_nxt += 1
+        self._fin_received = True
+        self._ooo = []
+        st = self.state
+        if st is ESTABLISHED:
+            self._set_state(CLOSE_WAIT)
+        elif st is FIN_WAIT_1:
+            if self._fin_seq is not None and self.snd_una > self._fin_seq:
+                self._send_ack(now)
+                self._enter_time_wait(now)
+                return
+            self._set_state(CLOSING)
+        elif st is FIN_WAIT_2:
+            self._send_ack(now)
+            self._enter_time_wait(now)
+            return
+        self._send_ack(now)
+
+
+def _start(entry) -> int:
+    return entry[0]
