@@ -51,7 +51,9 @@ class Listener(trio.abc.Listener[Stream]):
         if len(self._embryos) >= self.syn_backlog:
             stats.drop("tcp.syn_queue_full")
             return
-        if self._ready_send.statistics().current_buffer_used >= self.backlog:
+        # Handshakes under way count against the backlog too, so a connection
+        # that completes always finds room in the accept queue.
+        if self._ready_send.statistics().current_buffer_used + len(self._embryos) >= self.backlog:
             stats.drop("tcp.accept_queue_full")
             return
         layer = self._layer
