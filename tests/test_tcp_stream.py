@@ -47,12 +47,23 @@ class StackPair:
                 stack.tcp.config.receive_buffer = defaults.receive_buffer
                 stack.tcp.config.window_scale = defaults.window_scale
         for stream in (client, server):
-            while True:
-                with trio.move_on_after(0.2):
-                    await stream.send_all(b"x" * 4096)
-                    continue
-                break
+            await fill_until_clogged(stream)
         return client, server
+
+
+def clogged(stream: trionet.Stream) -> bool:
+    info = stream.info
+    return stream._machine.send_space == 0 and info["snd_wnd"] == 0 and info["bytes_in_flight"] == 0
+
+
+async def fill_until_clogged(stream: trionet.Stream) -> None:
+    """Send until the buffer is full, everything sent is ACKed and the
+    peer's window is zero: decided by state, not by a timeout, so a loaded
+    machine cannot make it stop early."""
+    with trio.fail_after(60):
+        while not clogged(stream):
+            with trio.move_on_after(0.05):
+                await stream.send_all(b"x" * 512)
 
 
 async def run_with_pair(test, **cable_options):
