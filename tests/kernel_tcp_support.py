@@ -255,3 +255,84 @@ s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
 s.close()
 print(json.dumps({"echoed": back == message}))
 """
+
+#: argv: host port. A tiny receive buffer (set before connect, so the
+#: window never shrinks); sends without reading until the send side has been
+#: stuck for 0.3 s (the echo server is then blocked in send_all), then
+#: resets (SO_LINGER 0).
+RESET_WHILE_BLOCKED = r"""
+import json, socket, struct, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.settimeout(10)
+s.connect((sys.argv[1], int(sys.argv[2])))
+s.setblocking(False)
+chunk = b"y" * 65536
+sent = 0
+last = time.monotonic()
+while sent < 8_000_000 and time.monotonic() - last < 0.3:
+    try:
+        sent += s.send(chunk)
+        last = time.monotonic()
+    except BlockingIOError:
+        time.sleep(0.01)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+s.close()
+print(json.dumps({"sent": sent}))
+"""
+
+#: argv: host port delay nbytes. A small receive buffer set before connect
+#: (so the peer meets a zero window), sends "go" and half-closes, sleeps
+#: ``delay`` seconds without reading, then reads to EOF.
+SLOW_READER = r"""
+import hashlib, json, socket, sys, time
+host, port, delay = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+s.settimeout(30)
+s.connect((host, port))
+s.sendall(b"go")
+s.shutdown(socket.SHUT_WR)
+time.sleep(delay)
+back = b""
+while True:
+    chunk = s.recv(65536)
+    if not chunk:
+        break
+    back += chunk
+print(json.dumps({"received": len(back), "sha": hashlib.sha256(back).hexdigest()}))
+"""
+
+#: argv: host. Listens (prints {"port": N}), accepts one client, reads
+#: until it has 1000 bytes, then resets (SO_LINGER 0).
+RESETTING_LISTENER = r"""
+import json, socket, struct, sys
+srv = socket.socket()
+srv.bind((sys.argv[1], 0))
+srv.listen(1)
+srv.settimeout(30)
+print(json.dumps({"port": srv.getsockname()[1]}), flush=True)
+conn, peer = srv.accept()
+conn.settimeout(30)
+got = b""
+while len(got) < 1000:
+    chunk = conn.recv(65536)
+    if not chunk:
+        break
+    got += chunk
+conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+conn.close()
+print(json.dumps({"got": len(got)}), flush=True)
+"""
+
+#: argv: host port. Sends 1000 bytes, then waits for what the server does.
+SEND_THEN_WAIT = r"""
+import json, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.sendall(b"z" * 1000)
+try:
+    data = s.recv(65536)
+    print(json.dumps({"result": "eof" if not data else "data"}))
+except ConnectionResetError as exc:
+    print(json.dumps({"result": "reset", "errno": exc.errno}))
+"""

@@ -1,0 +1,423 @@
+"""One benchmark case, one run, in a process of its own (so RSS and CPU
+figures are the trionet side's alone).
+
+    python benchmarks/_cases.py CASE PARAMS_JSON [--profile FILE]
+
+Prints ``RESULT {"metrics": {...}, "info": {...}}`` as its last line.
+benchmarks/run.py starts this once per case and run; see README.md.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+import sys
+import time
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import trio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import trionet  # noqa: E402
+from _peers import (BLOCK_SIZE, CONNECT_CLIENT, ECHO_SERVER, HOLD_CLIENT, RTT_CLIENT,  # noqa: E402
+                    SENDER, SINK, cyclic_block, netns, peer, run_peer, stream_sha256,
+                    tune_namespace)
+
+# Addresses, all inside namespaces this process creates (or in-memory links).
+TAP_KERNEL = "10.77.0.1"   # the kernel's end of the TAP, in the namespace
+TAP_STACK = "10.77.0.2"    # trionet on the TAP
+REF_CLIENT = "10.78.0.1"   # veth, namespace A (Linux client)
+REF_SERVER = "10.78.0.2"   # veth, namespace B (Linux server)
+CABLE_A, CABLE_B = "10.79.0.1", "10.79.0.2"
+ECHO_PORT, SINK_PORT = 7, 5001
+SEED = 20240604
+
+
+def vm_rss_kb() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+# ---------------------------------------------------------------------------
+# trionet handlers
+
+
+async def echo_handler(stream: trionet.Stream) -> None:
+    async with stream:
+        async for data in stream:
+            await stream.send_all(data)
+
+
+class Sink:
+    """A handler that reads one connection to EOF, counting and hashing;
+    timed from accept to EOF; then closes (the sender sees our FIN)."""
+
+    def __init__(self):
+        self.done = trio.Event()
+        self.result: dict | None = None
+
+    async def __call__(self, stream: trionet.Stream) -> None:
+        t0 = time.perf_counter()
+        h = hashlib.sha256()
+        n = 0
+        async with stream:
+            async for data in stream:
+                h.update(data)
+                n += len(data)
+            t1 = time.perf_counter()
+        if self.result is None:
+            self.result = {"bytes": n, "sha256": h.hexdigest(), "seconds": t1 - t0}
+            self.done.set()
+
+
+async def send_cyclic(stream: trionet.Stream, block: bytes, size: int) -> float:
+    """Send ``size`` bytes of ``block`` repeated, half-close, wait for the
+    peer's EOF; return the seconds taken."""
+    t0 = time.perf_counter()
+    view = memoryview(block)
+    left, pos, chunk = size, 0, 1 << 18
+    while left:
+        k = min(left, chunk, len(block) - pos)
+        await stream.send_all(view[pos:pos + k])
+        left -= k
+        pos = (pos + k) % len(block)
+    await stream.send_eof()
+    while await stream.receive_some():
+        pass
+    seconds = time.perf_counter() - t0
+    await stream.aclose()
+    return seconds
+
+
+def verify(what: str, got: dict, size: int, sha: str) -> None:
+    if got["bytes"] != size or got["sha256"] != sha:
+        raise AssertionError(f"{what}: {got['bytes']} of {size} bytes arrived, sha256 "
+                             f"{'matches' if got['sha256'] == sha else 'DIFFERS'}")
+
+
+# ---------------------------------------------------------------------------
+# Setups
+
+
+class TapPeer:
+    def __init__(self, stack, ns, nursery, tap: str):
+        self.stack, self.ns, self.nursery, self.tap = stack, ns, nursery, tap
+
+    def __iter__(self):
+        return iter((self.stack, self.ns, self.nursery))
+
+    def kernel_stats(self) -> dict:
+        """The kernel's counters for the TAP (its tx is what trionet receives)."""
+        out = self.ns.ip("-j", "-s", "link", "show", "dev", self.tap, check=False).stdout
+        try:
+            s = json.loads(out)[0]["stats64"]
+        except (ValueError, LookupError):
+            return {}
+        return {"tx_packets": s["tx"]["packets"], "tx_dropped": s["tx"]["dropped"],
+                "rx_packets": s["rx"]["packets"], "rx_dropped": s["rx"]["dropped"]}
+
+
+@asynccontextmanager
+async def tap_peer():
+    """trionet at TAP_STACK on a fresh TAP moved into a fresh namespace where
+    the kernel is TAP_KERNEL. Yields a TapPeer (unpacks to stack, ns, nursery).
+
+    The stack closes first (closing the TAP's fd deletes the device), then
+    the namespace is deleted; both also on errors and Ctrl-C."""
+    name = netns.unique_name("tb")
+    with netns.NetNamespace.create("bk") as ns:
+        link = trionet.TapLink(name)
+        async with trionet.Stack() as stack:
+            stack.add_interface(link, f"{TAP_STACK}/24")
+            ns.move_link(name, f"{TAP_KERNEL}/24")
+            tune_namespace(ns)
+            async with trio.open_nursery() as nursery:
+                yield TapPeer(stack, ns, nursery, name)
+                nursery.cancel_scope.cancel()
+    drops = stack.stats["drop.internal.error"]
+    if drops:
+        raise AssertionError(f"trionet counted {drops} internal errors: {stack.stats.drops()}")
+
+
+@asynccontextmanager
+async def cable_pair(**impairments):
+    """Two stacks joined by a virtual_cable (MTU 1500)."""
+    a, b = trionet.virtual_cable(mtu=1500, **impairments)
+    async with trionet.Stack() as client, trionet.Stack() as server:
+        client.add_interface(a, f"{CABLE_A}/24")
+        server.add_interface(b, f"{CABLE_B}/24")
+        async with trio.open_nursery() as nursery:
+            yield client, server, nursery
+            nursery.cancel_scope.cancel()
+
+
+async def trionet_transfer(client, server, nursery, host: str, size: int, timeout: float) -> dict:
+    """``size`` bytes from ``client`` to a Sink on ``server``, verified."""
+    block = cyclic_block(SEED)
+    sha = stream_sha256(block, size)
+    sink = Sink()
+    listeners = await server.open_tcp_listeners(SINK_PORT)
+    nursery.start_soon(trio.serve_listeners, sink, listeners)
+    with trio.fail_after(timeout):
+        stream = await client.open_tcp_stream(host, SINK_PORT)
+        info = stream.info
+        send_seconds = await send_cyclic(stream, block, size)
+        await sink.done.wait()
+    for listener in listeners:
+        await listener.aclose()
+    verify("trionet -> trionet", sink.result, size, sha)
+    return {"mbps": size / sink.result["seconds"] / 1e6, "seconds": sink.result["seconds"],
+            "send_seconds": send_seconds, "retransmits": stream.info.get("retransmits"),
+            "mss": info.get("mss")}
+
+
+# ---------------------------------------------------------------------------
+# Cases. Each takes the params dict and returns {"metrics": ..., "info": ...}.
+
+
+async def case_reference(p: dict) -> dict:
+    """Linux <-> Linux over a veth pair between two namespaces."""
+    metrics, info = {}, {}
+    with netns.NetNamespace.create("ra") as a, netns.NetNamespace.create("rb") as b:
+        netns.link_namespaces(a, f"{REF_CLIENT}/24", b, f"{REF_SERVER}/24")
+        tune_namespace(a)
+        # bulk
+        size = p["bulk_size"]
+        async with peer(b, SINK, {"host": REF_SERVER, "port": SINK_PORT, "deadline": 120}) as sink:
+            await sink.read_json(30)
+            sent = await run_peer(a, SENDER, {"host": REF_SERVER, "port": SINK_PORT, "size": size,
+                                              "seed": SEED, "block": BLOCK_SIZE, "deadline": 120},
+                                  timeout=150)
+            got = await sink.read_json(60)
+        verify("Linux -> Linux", got, size, sent["sha256"])
+        metrics["bulk_mbps"] = size / got["seconds"] / 1e6
+        # echo and connections, against a Python selectors echo server
+        async with peer(b, ECHO_SERVER, {"host": REF_SERVER, "port": ECHO_PORT,
+                                         "deadline": 300}) as server:
+            await server.read_json(30)
+            rtt = await run_peer(a, RTT_CLIENT, _rtt_params(p, REF_SERVER), timeout=120)
+            metrics["echo_rtt_median_us"] = rtt["median"] * 1e6
+            metrics["echo_rtt_p99_us"] = rtt["p99"] * 1e6
+            for parallel, name in ((1, "conn_per_s_seq"), (8, "conn_per_s_par8")):
+                r = await run_peer(a, CONNECT_CLIENT, _connect_params(p, REF_SERVER, parallel),
+                                   timeout=p["conn_seconds"] + 60)
+                metrics[name] = r["rate"]
+                info[name] = r
+    return {"metrics": metrics, "info": info}
+
+
+def _rtt_params(p: dict, host: str) -> dict:
+    return {"host": host, "port": ECHO_PORT, "size": 64, "count": p["rtt_count"],
+            "warmup": p["rtt_warmup"], "deadline": 60}
+
+
+def _connect_params(p: dict, host: str, parallel: int) -> dict:
+    return {"host": host, "port": ECHO_PORT, "size": 64, "parallel": parallel,
+            "seconds": p["conn_seconds"], "max": p["conn_max"], "deadline": p["conn_seconds"] + 40}
+
+
+async def case_tap_bulk_in(p: dict) -> dict:
+    """Linux -> trionet over TAP; trionet's sink times and hashes."""
+    size = p["size"]
+    async with tap_peer() as (stack, ns, nursery):
+        sink = Sink()
+        listeners = await stack.open_tcp_listeners(SINK_PORT)
+        nursery.start_soon(trio.serve_listeners, sink, listeners)
+        sent = await run_peer(ns, SENDER, {"host": TAP_STACK, "port": SINK_PORT, "size": size,
+                                           "seed": SEED, "block": BLOCK_SIZE,
+                                           "deadline": p["timeout"]},
+                              timeout=p["timeout"] + 30)
+        with trio.fail_after(10):
+            await sink.done.wait()
+        verify("Linux -> trionet", sink.result, size, sent["sha256"])
+        stats = dict(stack.stats)
+    return {"metrics": {"mbps": size / sink.result["seconds"] / 1e6},
+            "info": {"seconds": sink.result["seconds"], "sender": sent,
+                     "drops": {k: v for k, v in stats.items() if k.startswith("drop.")}}}
+
+
+async def case_tap_bulk_out(p: dict) -> dict:
+    """trionet -> Linux over TAP; the Linux sink times and hashes."""
+    size = p["size"]
+    block = cyclic_block(SEED)
+    sha = stream_sha256(block, size)
+    async with tap_peer() as (stack, ns, nursery):
+        async with peer(ns, SINK, {"host": TAP_KERNEL, "port": SINK_PORT,
+                                   "deadline": p["timeout"]}) as sink:
+            await sink.read_json(30)
+            with trio.fail_after(p["timeout"]):
+                stream = await stack.open_tcp_stream(TAP_KERNEL, SINK_PORT)
+                send_seconds = await send_cyclic(stream, block, size)
+                got = await sink.read_json(p["timeout"])
+        verify("trionet -> Linux", got, size, sha)
+        info = stream.info
+    return {"metrics": {"mbps": size / got["seconds"] / 1e6},
+            "info": {"seconds": got["seconds"], "send_seconds": send_seconds,
+                     "retransmits": info.get("retransmits")}}
+
+
+async def case_tap_echo(p: dict) -> dict:
+    """64-byte echo round trips: Linux client, trionet echo server."""
+    async with tap_peer() as (stack, ns, nursery):
+        await nursery.start(stack.serve_tcp, echo_handler, ECHO_PORT)
+        rtt = await run_peer(ns, RTT_CLIENT, _rtt_params(p, TAP_STACK), timeout=120)
+    return {"metrics": {"rtt_median_us": rtt["median"] * 1e6, "rtt_p99_us": rtt["p99"] * 1e6},
+            "info": rtt}
+
+
+async def case_tap_connect(p: dict) -> dict:
+    """Connections per second: Linux client (connect, one echo, close),
+    sequential and 8 in parallel; trionet echo server."""
+    metrics, info = {}, {}
+    async with tap_peer() as (stack, ns, nursery):
+        await nursery.start(stack.serve_tcp, echo_handler, ECHO_PORT)
+        for parallel, name in ((1, "conn_per_s_seq"), (8, "conn_per_s_par8")):
+            r = await run_peer(ns, CONNECT_CLIENT, _connect_params(p, TAP_STACK, parallel),
+                               timeout=p["conn_seconds"] + 60)
+            metrics[name] = r["rate"]
+            info[name] = r
+    return {"metrics": metrics, "info": info}
+
+
+async def case_tap_idle(p: dict) -> dict:
+    """N established connections held by this process: RSS per connection,
+    CPU while idle, then one echo through each."""
+    count = p["count"]
+    accepted = 0
+    all_in = trio.Event()
+
+    async def handler(stream):
+        nonlocal accepted
+        accepted += 1
+        if accepted >= target:
+            all_in.set()
+        await echo_handler(stream)
+
+    target = count
+    async with tap_peer() as tp:
+        stack, ns, nursery = tp
+        await nursery.start(stack.serve_tcp, handler, ECHO_PORT)
+        await trio.sleep(0.2)
+        gc.collect()
+        rss_before = vm_rss_kb()
+        async with peer(ns, HOLD_CLIENT, {"host": TAP_STACK, "port": ECHO_PORT, "count": count,
+                                          "window": p["window"], "deadline": p["timeout"],
+                                          "echo_timeout": 60,
+                                          "echo_window": p.get("echo_window", 256)}, stdin=True) as client:
+            opened = await client.read_json(p["timeout"] + 10)
+            target = opened["established"]
+            if accepted >= target:
+                all_in.set()
+            with trio.move_on_after(30):
+                await all_in.wait()
+            await trio.sleep(0.5)  # let the last ACKs and wake-ups settle
+            gc.collect()
+            rss_after = vm_rss_kb()
+            connections = len(stack.tcp.connections)
+            # idle
+            wall0, cpu0 = time.perf_counter(), cpu_seconds()
+            await trio.sleep(p["idle_seconds"])
+            wall1, cpu1 = time.perf_counter(), cpu_seconds()
+            await client.send_line("echo")
+            kernel_before_echo = tp.kernel_stats()
+            echo = await client.read_json(90)
+            kernel_after_echo = tp.kernel_stats()
+            await client.close_stdin()
+            await client.wait(30)
+    held = min(accepted, opened["established"])
+    return {"metrics": {
+        "connections": held,
+        "rss_per_conn_kb": (rss_after - rss_before) / max(1, held),
+        "idle_cpu_percent": 100.0 * (cpu1 - cpu0) / (wall1 - wall0),
+        "echoed": echo["echoed"],
+        "echo_seconds": echo["seconds"],
+        "setup_conn_per_s": opened["established"] / opened["seconds"],
+    }, "info": {"opened": opened, "accepted": accepted, "table": connections,
+                "rss_before_kb": rss_before, "rss_after_kb": rss_after, "echo": echo,
+                "tap_kernel_before_echo": kernel_before_echo,
+                "tap_kernel_after_echo": kernel_after_echo}}
+
+
+async def case_cable_bulk(p: dict) -> dict:
+    """trionet -> trionet, two stacks in this process, virtual_cable MTU 1500."""
+    async with cable_pair(seed=SEED) as (client, server, nursery):
+        r = await trionet_transfer(client, server, nursery, CABLE_B, p["size"], p["timeout"])
+    return {"metrics": {"mbps": r["mbps"]}, "info": r}
+
+
+async def case_loopback_bulk(p: dict) -> dict:
+    """trionet -> trionet on one stack over LoopbackLink at 127.0.0.1."""
+    async with trionet.Stack() as stack:
+        stack.add_interface(trionet.LoopbackLink(), "127.0.0.1/8")
+        async with trio.open_nursery() as nursery:
+            r = await trionet_transfer(stack, stack, nursery, "127.0.0.1", p["size"], p["timeout"])
+            nursery.cancel_scope.cancel()
+    return {"metrics": {"mbps": r["mbps"]}, "info": r}
+
+
+async def case_loss_goodput(p: dict) -> dict:
+    """Goodput of a transfer over virtual_cable with random loss each way
+    (real clock), and without loss for the ratio."""
+    metrics, info = {}, {}
+    seed = SEED + p.get("run", 0)
+    for loss, name in ((0.0, "lossless"), (0.01, "loss1"), (0.05, "loss5")):
+        async with cable_pair(loss=loss, seed=f"{seed}-{name}") as (client, server, nursery):
+            r = await trionet_transfer(client, server, nursery, CABLE_B, p["size"], p["timeout"])
+        metrics[f"{name}_mbps"] = r["mbps"]
+        info[name] = r
+    metrics["loss1_ratio"] = metrics["loss1_mbps"] / metrics["lossless_mbps"]
+    metrics["loss5_ratio"] = metrics["loss5_mbps"] / metrics["lossless_mbps"]
+    return {"metrics": metrics, "info": info}
+
+
+CASES = {
+    "reference": case_reference,
+    "tap_bulk_in": case_tap_bulk_in,
+    "tap_bulk_out": case_tap_bulk_out,
+    "tap_echo": case_tap_echo,
+    "tap_connect": case_tap_connect,
+    "tap_idle": case_tap_idle,
+    "cable_bulk": case_cable_bulk,
+    "loopback_bulk": case_loopback_bulk,
+    "loss_goodput": case_loss_goodput,
+}
+
+
+def main(argv: list[str]) -> int:
+    name, params = argv[1], json.loads(argv[2])
+    profile = argv[4] if len(argv) > 4 and argv[3] == "--profile" else None
+    fn = CASES[name]
+    if profile:
+        import cProfile
+        import pstats
+        import io
+        prof = cProfile.Profile()
+        result = prof.runcall(trio.run, fn, params)
+        text = io.StringIO()
+        stats = pstats.Stats(prof, stream=text)
+        stats.strip_dirs()
+        for key in ("tottime", "cumulative"):
+            text.write(f"\n=== {name}: top 15 by {key} ===\n")
+            stats.sort_stats(key).print_stats(15)
+        Path(profile).write_text(text.getvalue())
+    else:
+        result = trio.run(fn, params)
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
