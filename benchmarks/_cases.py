@@ -13,6 +13,7 @@ import gc
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from contextlib import asynccontextmanager
@@ -397,6 +398,9 @@ CASES = {
 
 
 def main(argv: list[str]) -> int:
+    # Ctrl-C and run.py's SIGINT must unwind the case (removing its namespace)
+    # even when started with SIGINT ignored (a background job of a script).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     name, params = argv[1], json.loads(argv[2])
     profile = argv[4] if len(argv) > 4 and argv[3] == "--profile" else None
     fn = CASES[name]

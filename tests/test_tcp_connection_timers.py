@@ -6,7 +6,7 @@ import pytest
 
 from test_tcp_connection_harness import App, Pair, payload_bytes, sha
 from trionet.tcp.connection import TcpConfig, TcpState
-from trionet.wire.tcp import ACK, FIN, RST, SYN
+from trionet.wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader, TcpOptions
 
 S = TcpState
 
@@ -272,3 +272,25 @@ def test_set_option_keepalive_and_nodelay():
     assert p.a.unread_bytes == 0
     with pytest.raises(AttributeError):
         p.a.set_option("bogus", 1, p.now)
+
+
+def test_probe_does_not_swallow_pending_ack():
+    # Found against Linux: the peer discards a probe (old SEQ) including its
+    # ACK field, so a delayed ACK must still go out as a proper segment.
+    p = Pair(cfg_a=TcpConfig(receive_buffer=4096), cfg_b=TcpConfig(delayed_ack=5.0))
+    p.run(p.established)
+    p.b.send(b"b" * 20000, p.now)
+    p.run_for(1.0)
+    b = p.b
+    assert b.snd_wnd == 0 and b._t_persist < math.inf
+    t = b._t_persist - 0.001
+    h = TcpHeader(40000, 80, p.a.snd_nxt & 0xFFFFFFFF, b.snd_una & 0xFFFFFFFF, ACK | PSH, 0, 0,
+                  TcpOptions(timestamps=(p.a._tsval(t), b._ts_recent)))
+    b.on_segment(h, b"0123456789", t)
+    assert b.pop_outgoing() == []  # the ACK is delayed
+    b.on_timer(b._t_persist)
+    out = [x for x, _ in b.pop_outgoing()]
+    assert [(x.seq, x.ack) for x in out] == [
+        (b.snd_max & 0xFFFFFFFF, b.rcv_nxt & 0xFFFFFFFF),      # the pending ACK, in window
+        ((b.snd_una - 1) & 0xFFFFFFFF, b.rcv_nxt & 0xFFFFFFFF)]  # then the probe
+    assert b._t_delack == math.inf

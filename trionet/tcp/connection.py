@@ -500,6 +500,19 @@ class TcpConnection:
         # Pure ACKs carry SND.MAX (BSD): after a go-back-N rewind SND.NXT lags.
         self._emit(ACK, self.snd_max, b"", now)
 
+    def _send_probe(self, now: float) -> None:
+        """Window or keepalive probe: SEQ = SND.UNA - 1 is out of the peer's
+        window, so it answers with an ACK (as Linux's tcp_xmit_probe_skb).
+        The peer discards the probe itself, ACK field included, so a pending
+        ACK goes out first as a proper segment and the probe does not count
+        as having acknowledged anything."""
+        if self._ack_pending or self.rcv_nxt > self._last_ack_sent:
+            self._send_ack(now)
+        opts = self._options(now, False) if self._ts_ok else NO_OPTIONS
+        self._out.append((TcpHeader(self.local[1], self.remote[1], (self.snd_una - 1) & _M32,
+                                    self.rcv_nxt & _M32, ACK, self._window_field(), 0, opts),
+                          b""))
+
     def _send_rst(self, now: float) -> None:
         self._emit(RST | ACK, self.snd_max, b"", now)
 
@@ -965,8 +978,8 @@ class TcpConnection:
             self._after_send(end + 1 if flags & FIN else end, now)
             return
         # Zero window probe: an old sequence number makes the peer answer
-        # with its current window (as Linux's tcp_xmit_probe_skb).
-        self._emit(ACK, self.snd_una - 1, b"", now)
+        # with its current window.
+        self._send_probe(now)
         self._probes += 1
         self._persist_backoff += 1
         self._t_persist = now + self._persist_interval()
@@ -990,7 +1003,7 @@ class TcpConnection:
             self._send_rst(now)
             self._close("timeout")
             return
-        self._emit(ACK, self.snd_una - 1, b"", now)
+        self._send_probe(now)
         self._ka_probes += 1
         self._t_keepalive = now + cfg.keepalive_interval
 

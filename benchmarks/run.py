@@ -1,0 +1,424 @@
+"""trionet's benchmark suite (issue 4, section 1). See benchmarks/README.md.
+
+    python benchmarks/run.py                  # every case, 3 runs each, a table
+    python benchmarks/run.py --quick          # tiny sizes, 1 run: does it still work?
+    python benchmarks/run.py --case tap_echo --case reference --runs 5
+    python benchmarks/run.py --json out.json  # also write every figure as JSON
+    python benchmarks/run.py --profile prof.txt  # cProfile the two TAP bulk directions
+
+Each case runs once per run in a child process (benchmarks/_cases.py), so
+RSS and CPU figures belong to the trionet side alone. Cases that need the
+Linux kernel as a peer (TAP device, network namespaces) need root; without
+it they are reported as skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from _peers import netns  # noqa: E402
+
+CASES_SCRIPT = HERE / "_cases.py"
+MB = 1_000_000
+
+#: Cases in the order they run: (needs the kernel peer, what it measures).
+CASES = {
+    "reference": (True, "Linux <-> Linux over veth between two namespaces (the yardstick)"),
+    "tap_bulk_in": (True, "Linux -> trionet bulk over TAP, sha256-verified"),
+    "tap_bulk_out": (True, "trionet -> Linux bulk over TAP, sha256-verified"),
+    "tap_echo": (True, "64-byte echo round trip, Linux client, trionet echo server"),
+    "tap_connect": (True, "connections/s: connect, one 64-byte echo, close (1 and 8 at once)"),
+    "tap_idle": (True, "N idle connections held by trionet: RSS, idle CPU, one echo each"),
+    "cable_bulk": (False, "trionet <-> trionet in one process over virtual_cable (MTU 1500)"),
+    "loopback_bulk": (False, "trionet -> trionet, one stack, LoopbackLink at 127.0.0.1"),
+    "loss_goodput": (False, "goodput over virtual_cable with 0/1/5% random loss each way"),
+}
+
+#: Parameters per case: (full run, --quick). ``timeout`` bounds one run.
+PARAMS = {
+    "reference": ({"bulk_size": 400 * MB, "rtt_count": 5000, "rtt_warmup": 100,
+                   "conn_seconds": 2.0, "conn_max": 20000, "timeout": 180},
+                  {"bulk_size": 20 * MB, "rtt_count": 200, "rtt_warmup": 20,
+                   "conn_seconds": 0.5, "conn_max": 2000, "timeout": 90}),
+    "tap_bulk_in": ({"size": 100 * MB, "timeout": 120}, {"size": 4 * MB, "timeout": 60}),
+    "tap_bulk_out": ({"size": 100 * MB, "timeout": 120}, {"size": 4 * MB, "timeout": 60}),
+    "tap_echo": ({"rtt_count": 5000, "rtt_warmup": 100, "timeout": 120},
+                 {"rtt_count": 200, "rtt_warmup": 20, "timeout": 60}),
+    "tap_connect": ({"conn_seconds": 2.0, "conn_max": 20000, "timeout": 120},
+                    {"conn_seconds": 0.5, "conn_max": 2000, "timeout": 60}),
+    "tap_idle": ({"count": 10000, "window": 128, "idle_seconds": 5.0, "echo_window": 256,
+                  "timeout": 120},
+                 {"count": 500, "window": 128, "idle_seconds": 1.0, "echo_window": 256,
+                  "timeout": 60}),
+    "cable_bulk": ({"size": 100 * MB, "timeout": 120}, {"size": 4 * MB, "timeout": 60}),
+    "loopback_bulk": ({"size": 200 * MB, "timeout": 120}, {"size": 8 * MB, "timeout": 60}),
+    "loss_goodput": ({"size": 10 * MB, "timeout": 120}, {"size": 1 * MB, "timeout": 60}),
+}
+
+#: What each case reports: metric -> (label, unit, higher is better,
+#: (reference case, metric) to compare with or None).
+REF_BULK = ("reference", "bulk_mbps")
+METRICS = {
+    "reference": {
+        "bulk_mbps": ("bulk", "MB/s", True, None),
+        "echo_rtt_median_us": ("64 B echo RTT median", "us", False, None),
+        "echo_rtt_p99_us": ("64 B echo RTT p99", "us", False, None),
+        "conn_per_s_seq": ("connections/s, sequential", "1/s", True, None),
+        "conn_per_s_par8": ("connections/s, 8 parallel", "1/s", True, None),
+    },
+    "tap_bulk_in": {"mbps": ("Linux -> trionet bulk", "MB/s", True, REF_BULK)},
+    "tap_bulk_out": {"mbps": ("trionet -> Linux bulk", "MB/s", True, REF_BULK)},
+    "tap_echo": {
+        "rtt_median_us": ("64 B echo RTT median", "us", False, ("reference", "echo_rtt_median_us")),
+        "rtt_p99_us": ("64 B echo RTT p99", "us", False, ("reference", "echo_rtt_p99_us")),
+    },
+    "tap_connect": {
+        "conn_per_s_seq": ("connections/s, sequential", "1/s", True,
+                           ("reference", "conn_per_s_seq")),
+        "conn_per_s_par8": ("connections/s, 8 parallel", "1/s", True,
+                            ("reference", "conn_per_s_par8")),
+    },
+    "tap_idle": {
+        "connections": ("connections held", "", True, None),
+        "rss_per_conn_kb": ("RSS per connection", "KB", False, None),
+        "idle_cpu_percent": ("CPU while idle", "%", False, None),
+        "echoed": ("connections that echoed", "", True, None),
+        "echo_seconds": ("one echo through each", "s", False, None),
+        "setup_conn_per_s": ("opening rate (128 handshakes at once)", "1/s", True, None),
+    },
+    "cable_bulk": {"mbps": ("trionet <-> trionet, virtual_cable", "MB/s", True, REF_BULK)},
+    "loopback_bulk": {"mbps": ("trionet, LoopbackLink", "MB/s", True, REF_BULK)},
+    "loss_goodput": {
+        "lossless_mbps": ("goodput, no loss", "MB/s", True, None),
+        "loss1_mbps": ("goodput, 1% loss", "MB/s", True, None),
+        "loss5_mbps": ("goodput, 5% loss", "MB/s", True, None),
+        "loss1_ratio": ("1% loss / lossless", "", True, None),
+        "loss5_ratio": ("5% loss / lossless", "", True, None),
+    },
+}
+
+#: The issue's targets: (case, metric) -> (text, check(value, results) ->
+#: True/False, or None when it cannot be judged).
+
+
+def _ref(results: dict, metric: str):
+    case = results.get("reference", {})
+    m = case.get("metrics", {}).get(metric)
+    return m["median"] if m else None
+
+
+def _rtt_target(value, results):
+    ref = _ref(results, "echo_rtt_median_us")
+    return None if ref is None else value <= ref + 100
+
+
+TARGETS = {
+    ("tap_bulk_in", "mbps"): (">= 50 MB/s", lambda v, r: v >= 50),
+    ("tap_bulk_out", "mbps"): (">= 50 MB/s", lambda v, r: v >= 50),
+    ("cable_bulk", "mbps"): (">= 40 MB/s", lambda v, r: v >= 40),
+    ("loopback_bulk", "mbps"): (">= 300 MB/s", lambda v, r: v >= 300),
+    ("tap_connect", "conn_per_s_par8"): (">= 3000/s", lambda v, r: v >= 3000),
+    ("tap_echo", "rtt_median_us"): ("<= kernel RTT + 100 us", _rtt_target),
+    ("tap_idle", "rss_per_conn_kb"): ("<= 16 KB", lambda v, r: v <= 16),
+    ("tap_idle", "idle_cpu_percent"): ("< 2 %", lambda v, r: v < 2),
+    ("loss_goodput", "loss1_ratio"): (">= 0.50", lambda v, r: v >= 0.5),
+    ("loss_goodput", "loss5_ratio"): (">= 0.20", lambda v, r: v >= 0.2),
+}
+
+
+# ---------------------------------------------------------------------------
+# Running one case in a child process
+
+
+class CaseFailed(Exception):
+    pass
+
+
+def run_child(name: str, params: dict, *, profile: str | None = None,
+              verbose: bool = False) -> dict:
+    """Run one case once in a child process; return its result dict."""
+    argv = [sys.executable, str(CASES_SCRIPT), name, json.dumps(params)]
+    if profile:
+        argv += ["--profile", profile]
+    budget = params.get("timeout", 120) + 60
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL, cwd=str(ROOT))
+    try:
+        out, err = proc.communicate(timeout=budget)
+    except subprocess.TimeoutExpired:
+        _stop(proc)
+        out, err = proc.communicate()
+        raise CaseFailed(f"{name}: no result within {budget} s\n{_tail(err)}") from None
+    except BaseException:  # Ctrl-C (the child got it too) or SIGTERM: let it clean up
+        _stop(proc, grace=5)
+        raise
+    finally:
+        # Safety net: a killed child cannot delete its namespaces; names carry its pid.
+        netns.cleanup_run_namespaces(f"trionet-{proc.pid}-")
+    if verbose and err.strip():
+        sys.stderr.write(err)
+    for line in reversed(out.splitlines()):
+        if line.startswith("RESULT "):
+            return json.loads(line[len("RESULT "):])
+    raise CaseFailed(f"{name}: exited {proc.returncode} without a result\n{_tail(err)}")
+
+
+def _stop(proc: subprocess.Popen, grace: float = 0) -> None:
+    """After ``grace`` seconds, SIGINT (trio unwinds and removes the
+    namespace), then SIGKILL."""
+    try:
+        proc.wait(timeout=grace)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    except ProcessLookupError:
+        pass
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+# ---------------------------------------------------------------------------
+# Aggregating and printing
+
+
+def summarise(values: list[float]) -> dict:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "runs": values}
+
+
+def fmt(value, unit: str = "") -> str:
+    if value is None:
+        return "-"
+    if unit == "" and float(value).is_integer():
+        return str(int(value))
+    a = abs(value)
+    if unit == "%" or a < 10:
+        text = f"{value:.2f}"
+    elif a < 1000:
+        text = f"{value:.1f}"
+    else:
+        text = f"{value:.0f}"
+    return text
+
+
+def ratio_text(case: str, metric: str, value: float, results: dict) -> str:
+    ref_key = METRICS[case][metric][3]
+    if ref_key is None:
+        return ""
+    ref = results.get(ref_key[0], {}).get("metrics", {}).get(ref_key[1])
+    if not ref or not ref["median"]:
+        return "(no ref)"
+    r = value / ref["median"]
+    if METRICS[case][metric][2]:  # higher is better
+        return f"{r:.3f}x ref" if r < 0.1 else f"{r:.2f}x ref"
+    return f"{r:.2f}x ref ({value - ref['median']:+.0f} us)"
+
+
+def target_rows(results: dict) -> list[dict]:
+    rows = []
+    for (case, metric), (text, check) in TARGETS.items():
+        m = results.get(case, {}).get("metrics", {}).get(metric)
+        if m is None:
+            rows.append({"case": case, "metric": metric, "target": text, "value": None,
+                         "met": None})
+            continue
+        met = check(m["median"], results)
+        rows.append({"case": case, "metric": metric, "target": text, "value": m["median"],
+                     "met": met})
+    return rows
+
+
+def table(results: dict) -> str:
+    targets = {(r["case"], r["metric"]): r for r in target_rows(results)}
+    header = ["case", "metric", "median", "min", "max", "unit", "vs Linux", "target", "met"]
+    rows = []
+    for case in CASES:
+        res = results.get(case)
+        if res is None:
+            continue
+        if res["status"] != "ok":
+            rows.append([case, f"{res['status'].upper()}: {res.get('reason', '')[:70]}",
+                         "", "", "", "", "", "", ""])
+            continue
+        for metric, (label, unit, _, _) in METRICS[case].items():
+            m = res["metrics"].get(metric)
+            if m is None:
+                continue
+            t = targets.get((case, metric))
+            met = "" if t is None else {True: "yes", False: "NO", None: "?"}[t["met"]]
+            rows.append([case, label, fmt(m["median"], unit), fmt(m["min"], unit),
+                         fmt(m["max"], unit), unit, ratio_text(case, metric, m["median"], results),
+                         t["target"] if t else "", met])
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    right = {2, 3, 4}
+
+    def line(r):
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w)
+                 for i, (c, w) in enumerate(zip(r, widths))]
+        return "| " + " | ".join(cells) + " |"
+
+    sep = "|" + "|".join(("-" * (w + 1) + ":") if i in right else "-" * (w + 2)
+                         for i, w in enumerate(widths)) + "|"
+    return "\n".join([line(header), sep] + [line(r) for r in rows])
+
+
+def meta(args, runs: int) -> dict:
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    import trio
+    return {"quick": args.quick, "runs": runs, "python": platform.python_version(),
+            "trio": trio.__version__, "kernel": platform.release(), "cpus": os.cpu_count(),
+            "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+# ---------------------------------------------------------------------------
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes, 1 run per case (checks the suite works; ~1 min)")
+    ap.add_argument("--runs", type=int, default=None,
+                    help="runs per case; the median, min and max are reported (default 3, "
+                         "--quick: 1)")
+    ap.add_argument("--case", action="append", default=[], metavar="NAME",
+                    help="run only this case (repeat or comma-separate); "
+                         f"one of: {', '.join(CASES)}")
+    ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="instead of measuring, cProfile tap_bulk_in and tap_bulk_out once "
+                         "each and write the top functions to FILE")
+    ap.add_argument("--list", action="store_true", help="list the cases and exit")
+    ap.add_argument("-v", "--verbose", action="store_true", help="show the cases' stderr")
+    args = ap.parse_args(argv)
+    names = [n.strip() for arg in args.case for n in arg.split(",") if n.strip()]
+    unknown = [n for n in names if n not in CASES]
+    if unknown:
+        ap.error(f"unknown case(s) {', '.join(unknown)}; known: {', '.join(CASES)}")
+    args.names = [n for n in CASES if n in names] if names else list(CASES)
+    if args.runs is not None and args.runs < 1:
+        ap.error("--runs must be at least 1")
+    return args
+
+
+def _sigterm(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv if argv is not None else sys.argv[1:])
+    if args.list:
+        for name, (kernel, what) in CASES.items():
+            print(f"{name:14} {'(root) ' if kernel else '       '}{what}")
+        return 0
+    signal.signal(signal.SIGTERM, _sigterm)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    runs = args.runs or (1 if args.quick else 3)
+    mode = 1 if args.quick else 0
+    skip_reason = netns.kernel_peer_skip_reason()
+
+    if args.profile:
+        return profile(args, mode, skip_reason)
+
+    results: dict = {}
+    started = time.monotonic()
+    for name in args.names:
+        needs_kernel, what = CASES[name]
+        if needs_kernel and skip_reason:
+            results[name] = {"status": "skipped", "reason": skip_reason}
+            print(f"[{name}] skipped: {skip_reason}", flush=True)
+            continue
+        values: dict[str, list[float]] = {}
+        infos, errors = [], []
+        for i in range(runs):
+            params = dict(PARAMS[name][mode], run=i)
+            t0 = time.monotonic()
+            print(f"[{name}] run {i + 1}/{runs} ...", end=" ", flush=True)
+            try:
+                result = run_child(name, params, verbose=args.verbose)
+            except CaseFailed as exc:
+                print("FAILED", flush=True)
+                print(str(exc), file=sys.stderr, flush=True)
+                errors.append(str(exc))
+                continue
+            for key, value in result["metrics"].items():
+                values.setdefault(key, []).append(float(value))
+            infos.append(result.get("info", {}))
+            brief = ", ".join(f"{k}={fmt(v)}" for k, v in result["metrics"].items())
+            print(f"{time.monotonic() - t0:.1f} s: {brief}", flush=True)
+        if values:
+            results[name] = {"status": "ok", "what": what, "params": PARAMS[name][mode],
+                             "metrics": {k: dict(summarise(v), unit=METRICS[name].get(k, ("", ""))[1],
+                                                 label=METRICS[name].get(k, ("",))[0])
+                                         for k, v in values.items()},
+                             "errors": errors, "info": infos}
+        else:
+            results[name] = {"status": "failed", "reason": errors[-1].splitlines()[0] if errors
+                             else "no runs", "errors": errors}
+    elapsed = time.monotonic() - started
+
+    print()
+    print(f"trionet benchmarks: {'quick, ' if args.quick else ''}{runs} run(s) per case, "
+          f"median [min, max]; {elapsed:.0f} s")
+    print(table(results))
+    doc = {"meta": dict(meta(args, runs), seconds=elapsed), "cases": results,
+           "targets": target_rows(results)}
+    if args.json:
+        Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
+        print(f"\nJSON written to {args.json}")
+    failed = [n for n, r in results.items() if r["status"] == "failed"]
+    return 1 if failed else 0
+
+
+def profile(args, mode: int, skip_reason) -> int:
+    if skip_reason:
+        print(f"profiling needs the kernel peer: {skip_reason}", file=sys.stderr)
+        return 1
+    texts = []
+    for name in ("tap_bulk_in", "tap_bulk_out"):
+        tmp = Path(args.profile).with_suffix(f".{name}.tmp")
+        try:
+            result = run_child(name, dict(PARAMS[name][mode], run=0), profile=str(tmp),
+                               verbose=args.verbose)
+            texts.append(f"### {name} under cProfile: "
+                         f"{fmt(result['metrics']['mbps'])} MB/s (profiler overhead included)\n"
+                         + tmp.read_text())
+        finally:
+            tmp.unlink(missing_ok=True)
+    Path(args.profile).write_text("\n\n".join(texts))
+    print("\n\n".join(texts))
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except KeyboardInterrupt:
+        print("\ninterrupted; namespaces and TAP devices of the cases were removed",
+              file=sys.stderr)
+        sys.exit(130)

@@ -1,0 +1,73 @@
+"""The benchmark suite still runs: ``benchmarks/run.py --quick --json FILE``
+as a subprocess, then every case must be in the JSON with numbers.
+
+Nothing here is about speed (DEVELOPERS.md: speed and memory targets live in
+benchmarks, never in tests). Without root, /dev/net/tun or iproute2 the
+cases that need the kernel peer must be reported as skipped, with the reason;
+the in-process cases run anyway.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+try:
+    from . import netns
+except ImportError:
+    import netns
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = ROOT / "benchmarks" / "run.py"
+
+
+def load_suite():
+    spec = importlib.util.spec_from_file_location("trionet_benchmarks_run", RUN)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_quick_benchmarks_report_every_case(tmp_path):
+    suite = load_suite()
+    out = tmp_path / "quick.json"
+    proc = subprocess.run([sys.executable, str(RUN), "--quick", "--json", str(out)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600,
+                          stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}"
+    doc = json.loads(out.read_text())
+    assert doc["meta"]["quick"] is True and doc["meta"]["runs"] == 1
+
+    skip_reason = netns.kernel_peer_skip_reason()
+    cases = doc["cases"]
+    assert set(cases) == set(suite.CASES)
+    for name, (needs_kernel, _) in suite.CASES.items():
+        case = cases[name]
+        if needs_kernel and skip_reason is not None:
+            assert case["status"] == "skipped" and case["reason"], (name, case)
+            continue
+        assert case["status"] == "ok", (name, case)
+        assert not case["errors"], (name, case["errors"])
+        for metric in suite.METRICS[name]:
+            figures = case["metrics"].get(metric)
+            assert figures is not None, f"{name}: no {metric}"
+            for key in ("median", "min", "max"):
+                value = figures[key]
+                assert isinstance(value, (int, float)) and math.isfinite(value), \
+                    (name, metric, key, value)
+            assert figures["min"] <= figures["median"] <= figures["max"]
+            assert len(figures["runs"]) == 1
+
+    # Correctness the suite checks on the way (byte counts and hashes are
+    # verified inside the cases, or they fail): every held connection echoed.
+    if skip_reason is None:
+        idle = cases["tap_idle"]["metrics"]
+        assert idle["echoed"]["median"] == idle["connections"]["median"] > 0
+
+    # The table went to stdout, and every target has a row in the JSON.
+    assert "| case" in proc.stdout
+    assert {(t["case"], t["metric"]) for t in doc["targets"]} == set(suite.TARGETS)
