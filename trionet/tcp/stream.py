@@ -27,6 +27,25 @@ _OPTIONS = {
 }
 
 
+class _ConflictGuard:
+    """Raises BusyResourceError when a second task enters (one sender and
+    one receiver at a time, as trio's streams require)."""
+
+    __slots__ = ("_held", "_message")
+
+    def __init__(self, message: str):
+        self._held = False
+        self._message = message
+
+    def __enter__(self) -> None:
+        if self._held:
+            raise trio.BusyResourceError(self._message)
+        self._held = True
+
+    def __exit__(self, *exc) -> None:
+        self._held = False
+
+
 class Stream(trio.abc.HalfCloseableStream):
     """A TCP connection. Sends block while the send buffer is full; closing
     sends FIN (or RST when unread data is left, or when cancelled)."""
@@ -34,8 +53,8 @@ class Stream(trio.abc.HalfCloseableStream):
     def __init__(self, sock: TcpSocket):
         self._sock = sock
         self._machine = sock.machine
-        self._sending = False
-        self._receiving = False
+        self._send_guard = _ConflictGuard("another task is already sending on this stream")
+        self._receive_guard = _ConflictGuard("another task is already receiving on this stream")
         self._closed = False
 
     def __repr__(self) -> str:
@@ -100,10 +119,7 @@ class Stream(trio.abc.HalfCloseableStream):
             raise trio.ClosedResourceError("send_eof() was called")
 
     async def send_all(self, data) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
-        try:
+        with self._send_guard:
             self._check_send()
             await _checkpoint_if_cancelled()
             view = memoryview(data).cast("B")
@@ -122,14 +138,9 @@ class Stream(trio.abc.HalfCloseableStream):
                     break
                 await sock.wait_change()
             await _cancel_shielded_checkpoint()
-        finally:
-            self._sending = False
 
     async def wait_send_all_might_not_block(self) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
-        try:
+        with self._send_guard:
             self._check_send()
             await _checkpoint_if_cancelled()
             machine = self._machine
@@ -138,14 +149,9 @@ class Stream(trio.abc.HalfCloseableStream):
                 await self._sock.wait_change()
             self._check_send()
             await _cancel_shielded_checkpoint()
-        finally:
-            self._sending = False
 
     async def send_eof(self) -> None:
-        if self._sending:
-            raise trio.BusyResourceError("another task is already sending on this stream")
-        self._sending = True
-        try:
+        with self._send_guard:
             if self._closed:
                 raise trio.ClosedResourceError("stream is closed")
             await _checkpoint_if_cancelled()
@@ -154,8 +160,6 @@ class Stream(trio.abc.HalfCloseableStream):
                 machine.shutdown_write(trio.current_time())
                 self._sock.flush()
             await _cancel_shielded_checkpoint()
-        finally:
-            self._sending = False
 
     # --- receiving --------------------------------------------------------------------
 
@@ -166,10 +170,7 @@ class Stream(trio.abc.HalfCloseableStream):
             raise TypeError("max_bytes must be an int or None")
         elif max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
-        if self._receiving:
-            raise trio.BusyResourceError("another task is already receiving on this stream")
-        self._receiving = True
-        try:
+        with self._receive_guard:
             if self._closed:
                 raise trio.ClosedResourceError("stream is closed")
             await _checkpoint_if_cancelled()
@@ -191,8 +192,6 @@ class Stream(trio.abc.HalfCloseableStream):
                 await sock.wait_change()
             await _cancel_shielded_checkpoint()
             return data
-        finally:
-            self._receiving = False
 
     # --- closing ------------------------------------------------------------------------
 
