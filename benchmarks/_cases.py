@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import trio
@@ -120,6 +120,16 @@ class TapPeer:
     def __iter__(self):
         return iter((self.stack, self.ns, self.nursery))
 
+    def report(self) -> dict:
+        """Counters worth a look: trionet's drops, the TapLink's counters
+        and the kernel's for the TAP."""
+        states: dict[str, int] = {}
+        for sock in self.stack.tcp.connections.values():
+            states[sock.machine.state.name] = states.get(sock.machine.state.name, 0) + 1
+        return {"trionet_drops": self.stack.stats.drops(), "tcp_table": states,
+                "tap_link": dict(self.stack.interfaces[0].link.stats),
+                "tap_kernel": self.kernel_stats()}
+
     def kernel_stats(self) -> dict:
         """The kernel's counters for the TAP (its tx is what trionet receives)."""
         out = self.ns.ip("-j", "-s", "link", "show", "dev", self.tap, check=False).stdout
@@ -172,7 +182,7 @@ async def trionet_transfer(client, server, nursery, host: str, size: int, timeou
     sink = Sink()
     listeners = await server.open_tcp_listeners(SINK_PORT)
     nursery.start_soon(trio.serve_listeners, sink, listeners)
-    with trio.fail_after(timeout):
+    with trio.fail_after(timeout), PROFILING.measured():
         stream = await client.open_tcp_stream(host, SINK_PORT)
         info = stream.info
         send_seconds = await send_cyclic(stream, block, size)
@@ -189,34 +199,47 @@ async def trionet_transfer(client, server, nursery, host: str, size: int, timeou
 # Cases. Each takes the params dict and returns {"metrics": ..., "info": ...}.
 
 
-async def case_reference(p: dict) -> dict:
-    """Linux <-> Linux over a veth pair between two namespaces."""
-    metrics, info = {}, {}
+@contextmanager
+def ref_pair():
+    """Namespaces A (client, REF_CLIENT) and B (server, REF_SERVER) joined by
+    a veth pair made inside them. Fresh for every measurement, so TIME-WAIT
+    sockets of one do not slow the next one's port search."""
     with netns.NetNamespace.create("ra") as a, netns.NetNamespace.create("rb") as b:
         netns.link_namespaces(a, f"{REF_CLIENT}/24", b, f"{REF_SERVER}/24")
         tune_namespace(a)
-        # bulk
-        size = p["bulk_size"]
+        yield a, b
+
+
+async def case_reference(p: dict) -> dict:
+    """Linux <-> Linux over a veth pair between two namespaces."""
+    metrics, info = {}, {}
+    size = p["bulk_size"]
+    with ref_pair() as (a, b):
         async with peer(b, SINK, {"host": REF_SERVER, "port": SINK_PORT, "deadline": 120}) as sink:
             await sink.read_json(30)
             sent = await run_peer(a, SENDER, {"host": REF_SERVER, "port": SINK_PORT, "size": size,
                                               "seed": SEED, "block": BLOCK_SIZE, "deadline": 120},
                                   timeout=150)
             got = await sink.read_json(60)
-        verify("Linux -> Linux", got, size, sent["sha256"])
-        metrics["bulk_mbps"] = size / got["seconds"] / 1e6
-        # echo and connections, against a Python selectors echo server
-        async with peer(b, ECHO_SERVER, {"host": REF_SERVER, "port": ECHO_PORT,
-                                         "deadline": 300}) as server:
-            await server.read_json(30)
-            rtt = await run_peer(a, RTT_CLIENT, _rtt_params(p, REF_SERVER), timeout=120)
-            metrics["echo_rtt_median_us"] = rtt["median"] * 1e6
-            metrics["echo_rtt_p99_us"] = rtt["p99"] * 1e6
-            for parallel, name in ((1, "conn_per_s_seq"), (8, "conn_per_s_par8")):
-                r = await run_peer(a, CONNECT_CLIENT, _connect_params(p, REF_SERVER, parallel),
-                                   timeout=p["conn_seconds"] + 60)
-                metrics[name] = r["rate"]
-                info[name] = r
+    verify("Linux -> Linux", got, size, sent["sha256"])
+    metrics["bulk_mbps"] = size / got["seconds"] / 1e6
+    # Echo and connections, against a Python selectors echo server.
+    for what in ("rtt", 1, 8):
+        with ref_pair() as (a, b):
+            async with peer(b, ECHO_SERVER, {"host": REF_SERVER, "port": ECHO_PORT,
+                                             "deadline": 300}) as server:
+                await server.read_json(30)
+                if what == "rtt":
+                    rtt = await run_peer(a, RTT_CLIENT, _rtt_params(p, REF_SERVER), timeout=120)
+                    metrics["echo_rtt_median_us"] = rtt["median"] * 1e6
+                    metrics["echo_rtt_p99_us"] = rtt["p99"] * 1e6
+                    info["rtt"] = rtt
+                else:
+                    name = "conn_per_s_seq" if what == 1 else "conn_per_s_par8"
+                    r = await run_peer(a, CONNECT_CLIENT, _connect_params(p, REF_SERVER, what),
+                                       timeout=p["conn_seconds"] + 60)
+                    metrics[name] = r["rate"]
+                    info[name] = r
     return {"metrics": metrics, "info": info}
 
 
@@ -233,21 +256,22 @@ def _connect_params(p: dict, host: str, parallel: int) -> dict:
 async def case_tap_bulk_in(p: dict) -> dict:
     """Linux -> trionet over TAP; trionet's sink times and hashes."""
     size = p["size"]
-    async with tap_peer() as (stack, ns, nursery):
+    async with tap_peer() as tp:
+        stack, ns, nursery = tp
         sink = Sink()
         listeners = await stack.open_tcp_listeners(SINK_PORT)
         nursery.start_soon(trio.serve_listeners, sink, listeners)
-        sent = await run_peer(ns, SENDER, {"host": TAP_STACK, "port": SINK_PORT, "size": size,
-                                           "seed": SEED, "block": BLOCK_SIZE,
-                                           "deadline": p["timeout"]},
-                              timeout=p["timeout"] + 30)
-        with trio.fail_after(10):
-            await sink.done.wait()
+        with PROFILING.measured():
+            sent = await run_peer(ns, SENDER, {"host": TAP_STACK, "port": SINK_PORT,
+                                               "size": size, "seed": SEED, "block": BLOCK_SIZE,
+                                               "deadline": p["timeout"]},
+                                  timeout=p["timeout"] + 30)
+            with trio.fail_after(10):
+                await sink.done.wait()
         verify("Linux -> trionet", sink.result, size, sent["sha256"])
-        stats = dict(stack.stats)
+        report = tp.report()
     return {"metrics": {"mbps": size / sink.result["seconds"] / 1e6},
-            "info": {"seconds": sink.result["seconds"], "sender": sent,
-                     "drops": {k: v for k, v in stats.items() if k.startswith("drop.")}}}
+            "info": {"seconds": sink.result["seconds"], "sender": sent, **report}}
 
 
 async def case_tap_bulk_out(p: dict) -> dict:
@@ -255,41 +279,50 @@ async def case_tap_bulk_out(p: dict) -> dict:
     size = p["size"]
     block = cyclic_block(SEED)
     sha = stream_sha256(block, size)
-    async with tap_peer() as (stack, ns, nursery):
+    async with tap_peer() as tp:
+        stack, ns, nursery = tp
         async with peer(ns, SINK, {"host": TAP_KERNEL, "port": SINK_PORT,
                                    "deadline": p["timeout"]}) as sink:
             await sink.read_json(30)
-            with trio.fail_after(p["timeout"]):
+            with trio.fail_after(p["timeout"]), PROFILING.measured():
                 stream = await stack.open_tcp_stream(TAP_KERNEL, SINK_PORT)
                 send_seconds = await send_cyclic(stream, block, size)
                 got = await sink.read_json(p["timeout"])
         verify("trionet -> Linux", got, size, sha)
         info = stream.info
+        report = tp.report()
     return {"metrics": {"mbps": size / got["seconds"] / 1e6},
             "info": {"seconds": got["seconds"], "send_seconds": send_seconds,
-                     "retransmits": info.get("retransmits")}}
+                     "retransmits": info.get("retransmits"), **report}}
 
 
 async def case_tap_echo(p: dict) -> dict:
     """64-byte echo round trips: Linux client, trionet echo server."""
-    async with tap_peer() as (stack, ns, nursery):
+    async with tap_peer() as tp:
+        stack, ns, nursery = tp
         await nursery.start(stack.serve_tcp, echo_handler, ECHO_PORT)
-        rtt = await run_peer(ns, RTT_CLIENT, _rtt_params(p, TAP_STACK), timeout=120)
+        with PROFILING.measured():
+            rtt = await run_peer(ns, RTT_CLIENT, _rtt_params(p, TAP_STACK), timeout=120)
+        report = tp.report()
     return {"metrics": {"rtt_median_us": rtt["median"] * 1e6, "rtt_p99_us": rtt["p99"] * 1e6},
-            "info": rtt}
+            "info": {**rtt, **report}}
 
 
 async def case_tap_connect(p: dict) -> dict:
     """Connections per second: Linux client (connect, one echo, close),
     sequential and 8 in parallel; trionet echo server."""
     metrics, info = {}, {}
-    async with tap_peer() as (stack, ns, nursery):
-        await nursery.start(stack.serve_tcp, echo_handler, ECHO_PORT)
-        for parallel, name in ((1, "conn_per_s_seq"), (8, "conn_per_s_par8")):
-            r = await run_peer(ns, CONNECT_CLIENT, _connect_params(p, TAP_STACK, parallel),
-                               timeout=p["conn_seconds"] + 60)
-            metrics[name] = r["rate"]
-            info[name] = r
+    for parallel, name in ((1, "conn_per_s_seq"), (8, "conn_per_s_par8")):
+        # A fresh TAP and namespace each, as for the reference.
+        async with tap_peer() as tp:
+            stack, ns, nursery = tp
+            await nursery.start(stack.serve_tcp, echo_handler, ECHO_PORT)
+            with PROFILING.measured():
+                r = await run_peer(ns, CONNECT_CLIENT, _connect_params(p, TAP_STACK, parallel),
+                                   timeout=p["conn_seconds"] + 60)
+            r.update(tp.report())
+        metrics[name] = r["rate"]
+        info[name] = r
     return {"metrics": metrics, "info": info}
 
 
@@ -317,7 +350,8 @@ async def case_tap_idle(p: dict) -> dict:
         async with peer(ns, HOLD_CLIENT, {"host": TAP_STACK, "port": ECHO_PORT, "count": count,
                                           "window": p["window"], "deadline": p["timeout"],
                                           "echo_timeout": 60,
-                                          "echo_window": p.get("echo_window", 256)}, stdin=True) as client:
+                                          "echo_window": p["echo_window"]},
+                        stdin=True) as client:
             opened = await client.read_json(p["timeout"] + 10)
             target = opened["established"]
             if accepted >= target:
@@ -332,12 +366,13 @@ async def case_tap_idle(p: dict) -> dict:
             wall0, cpu0 = time.perf_counter(), cpu_seconds()
             await trio.sleep(p["idle_seconds"])
             wall1, cpu1 = time.perf_counter(), cpu_seconds()
-            await client.send_line("echo")
             kernel_before_echo = tp.kernel_stats()
+            await client.send_line("echo")
             echo = await client.read_json(90)
             kernel_after_echo = tp.kernel_stats()
             await client.close_stdin()
             await client.wait(30)
+            report = tp.report()
     held = min(accepted, opened["established"])
     return {"metrics": {
         "connections": held,
@@ -349,7 +384,7 @@ async def case_tap_idle(p: dict) -> dict:
     }, "info": {"opened": opened, "accepted": accepted, "table": connections,
                 "rss_before_kb": rss_before, "rss_after_kb": rss_after, "echo": echo,
                 "tap_kernel_before_echo": kernel_before_echo,
-                "tap_kernel_after_echo": kernel_after_echo}}
+                "tap_kernel_after_echo": kernel_after_echo, **report}}
 
 
 async def case_cable_bulk(p: dict) -> dict:
@@ -371,11 +406,13 @@ async def case_loopback_bulk(p: dict) -> dict:
 
 async def case_loss_goodput(p: dict) -> dict:
     """Goodput of a transfer over virtual_cable with random loss each way
-    (real clock), and without loss for the ratio."""
+    (real clock), and without loss for the ratio. One-way latency
+    p["latency"] (default 0: the RTT is the stacks' own processing time)."""
     metrics, info = {}, {}
     seed = SEED + p.get("run", 0)
     for loss, name in ((0.0, "lossless"), (0.01, "loss1"), (0.05, "loss5")):
-        async with cable_pair(loss=loss, seed=f"{seed}-{name}") as (client, server, nursery):
+        async with cable_pair(loss=loss, latency=p.get("latency", 0.0),
+                              seed=f"{seed}-{name}") as (client, server, nursery):
             r = await trionet_transfer(client, server, nursery, CABLE_B, p["size"], p["timeout"])
         metrics[f"{name}_mbps"] = r["mbps"]
         info[name] = r
@@ -397,6 +434,49 @@ CASES = {
 }
 
 
+class Profiling:
+    """``--profile``: cProfile only the measured part of a case (``with
+    PROFILING.measured():`` around it), or the whole case if it has none."""
+
+    def __init__(self):
+        self.profiler = None
+        self.used = False
+
+    @contextmanager
+    def measured(self):
+        if self.profiler is None:
+            yield
+            return
+        self.used = True
+        self.profiler.enable()
+        try:
+            yield
+        finally:
+            self.profiler.disable()
+
+
+PROFILING = Profiling()
+
+
+def profile_report(name: str, prof, scope: str) -> str:
+    import io
+    import pstats
+    root = str(Path(__file__).resolve().parent.parent) + "/"
+    text = io.StringIO()
+    stats = pstats.Stats(prof, stream=text)
+    text.write(f"Profiled: {scope}.\n")
+    text.write(f"\n=== {name}: top 15 functions by tottime ===\n")
+    stats.sort_stats("tottime").print_stats(15)
+    # By cumulative time the trio run loop and this file's coroutines come
+    # first and say nothing: only trionet's own functions are listed.
+    text.write(f"\n=== {name}: top 15 trionet functions by cumulative time ===\n")
+    stats.sort_stats("cumulative").print_stats(r"/trionet/", 15)
+    out = text.getvalue().replace(root, "")
+    for prefix in {sys.prefix, sys.base_prefix}:
+        out = out.replace(prefix + "/", "")
+    return out
+
+
 def main(argv: list[str]) -> int:
     # Ctrl-C and run.py's SIGINT must unwind the case (removing its namespace)
     # even when started with SIGINT ignored (a background job of a script).
@@ -406,17 +486,14 @@ def main(argv: list[str]) -> int:
     fn = CASES[name]
     if profile:
         import cProfile
-        import pstats
-        import io
-        prof = cProfile.Profile()
-        result = prof.runcall(trio.run, fn, params)
-        text = io.StringIO()
-        stats = pstats.Stats(prof, stream=text)
-        stats.strip_dirs()
-        for key in ("tottime", "cumulative"):
-            text.write(f"\n=== {name}: top 15 by {key} ===\n")
-            stats.sort_stats(key).print_stats(15)
-        Path(profile).write_text(text.getvalue())
+        PROFILING.profiler = cProfile.Profile()
+        result = trio.run(fn, params)
+        scope = "the measured transfer only (setup excluded)"
+        if not PROFILING.used:  # the case marks no section: profile it all
+            PROFILING.profiler = prof = cProfile.Profile()
+            result = prof.runcall(trio.run, fn, params)
+            scope = "the whole case, setup included"
+        Path(profile).write_text(profile_report(name, PROFILING.profiler, scope))
     else:
         result = trio.run(fn, params)
     print("RESULT " + json.dumps(result), flush=True)

@@ -65,7 +65,8 @@ PARAMS = {
                   "timeout": 60}),
     "cable_bulk": ({"size": 100 * MB, "timeout": 120}, {"size": 4 * MB, "timeout": 60}),
     "loopback_bulk": ({"size": 200 * MB, "timeout": 120}, {"size": 8 * MB, "timeout": 60}),
-    "loss_goodput": ({"size": 10 * MB, "timeout": 120}, {"size": 1 * MB, "timeout": 60}),
+    "loss_goodput": ({"size": 10 * MB, "latency": 0.0, "timeout": 120},
+                     {"size": 1 * MB, "latency": 0.0, "timeout": 60}),
 }
 
 #: What each case reports: metric -> (label, unit, higher is better,
@@ -311,8 +312,11 @@ def parse_args(argv):
                          f"one of: {', '.join(CASES)}")
     ap.add_argument("--json", metavar="FILE", help="also write the results as JSON")
     ap.add_argument("--profile", metavar="FILE",
-                    help="instead of measuring, cProfile tap_bulk_in and tap_bulk_out once "
-                         "each and write the top functions to FILE")
+                    help="instead of measuring, run each case once under cProfile (default: "
+                         "tap_bulk_in and tap_bulk_out; or the --case ones) and write the top "
+                         "15 functions by tottime and cumulative time to FILE")
+    ap.add_argument("--no-kernel", action="store_true",
+                    help="skip the cases that need the kernel peer (root, TAP, namespaces)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="show the cases' stderr")
     args = ap.parse_args(argv)
@@ -340,13 +344,14 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     runs = args.runs or (1 if args.quick else 3)
     mode = 1 if args.quick else 0
-    skip_reason = netns.kernel_peer_skip_reason()
+    skip_reason = "--no-kernel given" if args.no_kernel else netns.kernel_peer_skip_reason()
 
     if args.profile:
         return profile(args, mode, skip_reason)
 
     results: dict = {}
     started = time.monotonic()
+    load_start = os.getloadavg()
     for name in args.names:
         needs_kernel, what = CASES[name]
         if needs_kernel and skip_reason:
@@ -359,6 +364,7 @@ def main(argv=None) -> int:
             params = dict(PARAMS[name][mode], run=i)
             t0 = time.monotonic()
             print(f"[{name}] run {i + 1}/{runs} ...", end=" ", flush=True)
+            load = os.getloadavg()[0]
             try:
                 result = run_child(name, params, verbose=args.verbose)
             except CaseFailed as exc:
@@ -368,9 +374,9 @@ def main(argv=None) -> int:
                 continue
             for key, value in result["metrics"].items():
                 values.setdefault(key, []).append(float(value))
-            infos.append(result.get("info", {}))
+            infos.append(dict(result.get("info", {}), loadavg_before=load))
             brief = ", ".join(f"{k}={fmt(v)}" for k, v in result["metrics"].items())
-            print(f"{time.monotonic() - t0:.1f} s: {brief}", flush=True)
+            print(f"{time.monotonic() - t0:.1f} s (load {load:.2f}): {brief}", flush=True)
         if values:
             results[name] = {"status": "ok", "what": what, "params": PARAMS[name][mode],
                              "metrics": {k: dict(summarise(v), unit=METRICS[name].get(k, ("", ""))[1],
@@ -383,11 +389,14 @@ def main(argv=None) -> int:
     elapsed = time.monotonic() - started
 
     print()
+    load_end = os.getloadavg()
     print(f"trionet benchmarks: {'quick, ' if args.quick else ''}{runs} run(s) per case, "
-          f"median [min, max]; {elapsed:.0f} s")
+          f"median [min, max]; {elapsed:.0f} s; load average {load_start[0]:.2f} at the start, "
+          f"{load_end[0]:.2f} at the end ({os.cpu_count()} CPUs)")
     print(table(results))
-    doc = {"meta": dict(meta(args, runs), seconds=elapsed), "cases": results,
-           "targets": target_rows(results)}
+    doc = {"meta": dict(meta(args, runs), seconds=elapsed, loadavg_start=load_start,
+                        loadavg_end=load_end),
+           "cases": results, "targets": target_rows(results)}
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=2) + "\n")
         print(f"\nJSON written to {args.json}")
@@ -396,17 +405,22 @@ def main(argv=None) -> int:
 
 
 def profile(args, mode: int, skip_reason) -> int:
-    if skip_reason:
-        print(f"profiling needs the kernel peer: {skip_reason}", file=sys.stderr)
-        return 1
     texts = []
-    for name in ("tap_bulk_in", "tap_bulk_out"):
+    names = args.names if args.names != list(CASES) else ["tap_bulk_in", "tap_bulk_out"]
+    for name in names:
+        if CASES[name][0] and skip_reason:
+            print(f"cannot profile {name}: {skip_reason}", file=sys.stderr)
+            return 1
         tmp = Path(args.profile).with_suffix(f".{name}.tmp")
         try:
-            result = run_child(name, dict(PARAMS[name][mode], run=0), profile=str(tmp),
-                               verbose=args.verbose)
-            texts.append(f"### {name} under cProfile: "
-                         f"{fmt(result['metrics']['mbps'])} MB/s (profiler overhead included)\n"
+            try:
+                result = run_child(name, dict(PARAMS[name][mode], run=0), profile=str(tmp),
+                                   verbose=args.verbose)
+            except CaseFailed as exc:
+                print(f"profiling {name} failed: {exc}", file=sys.stderr)
+                return 1
+            brief = ", ".join(f"{k}={fmt(v)}" for k, v in result["metrics"].items())
+            texts.append(f"### {name} under cProfile: {brief} (profiler overhead included)\n"
                          + tmp.read_text())
         finally:
             tmp.unlink(missing_ok=True)

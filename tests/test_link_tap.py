@@ -216,8 +216,3 @@ async def test_down_device_drops_writes():
 async def test_not_a_tap_gives_a_clear_error():
     with pytest.raises(OSError, match="'lo'.*not a TAP"):
         TapLink("lo")
-
-
-async def test_offload_not_implemented():
-    with pytest.raises(NotImplementedError, match="IFF_VNET_HDR"):
-        TapLink("tap0", offload=True)

@@ -112,9 +112,12 @@ class Interface:
 
     # --- send ------------------------------------------------------------
 
-    def send_ip(self, packet: bytes, next_hop: IPv4Address) -> None:
+    def send_ip(self, packet: bytes, next_hop: IPv4Address, gso_size: int = 0) -> None:
         """Send an IPv4 packet to ``next_hop`` on this link, resolving its
-        MAC first when needed (the packet then waits, bounded)."""
+        MAC first when needed (the packet then waits, bounded).
+
+        ``gso_size``: the packet is one large TCP segment for a link with
+        ``tso_max`` to cut into pieces of that many payload bytes."""
         if not self.needs_arp:
             dst_mac = self.mac
         elif next_hop == self.broadcast or next_hop.packed == b"\xff\xff\xff\xff":
@@ -130,6 +133,13 @@ class Interface:
                 self._send_arp(ARP_REQUEST, next_hop, _ZERO_MAC, BROADCAST_MAC)
                 self._reschedule_arp()
             if dst_mac is None:
+                if gso_size:
+                    # The ARP queue holds plain packets, not GSO ones: this
+                    # one goes (TCP resends it).
+                    self.stack.stats.drop("arp.gso_unresolved")
+                    if next_hop not in self.arp.pending_addresses():
+                        self._send_arp(ARP_REQUEST, next_hop, _ZERO_MAC, BROADCAST_MAC)
+                    return
                 dropped = self.arp.dropped_packets
                 queued = self.arp.enqueue(next_hop, packet, now)
                 if queued is None:
@@ -141,7 +151,10 @@ class Interface:
                     self._send_arp(ARP_REQUEST, next_hop, _ZERO_MAC, BROADCAST_MAC)
                     self._reschedule_arp()
                 return
-        self.link.send_frame(build_ethernet(dst_mac, self.mac, ETHERTYPE_IPV4, packet))
+        if gso_size:
+            self.link.send_frame(build_ethernet(dst_mac, self.mac, ETHERTYPE_IPV4, packet), gso_size)
+        else:
+            self.link.send_frame(build_ethernet(dst_mac, self.mac, ETHERTYPE_IPV4, packet))
 
     def _send_arp(self, operation: int, target_ip: IPv4Address, target_mac: bytes,
                   eth_dst: bytes) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import math
 import random
 from contextlib import AsyncExitStack
 from ipaddress import IPv4Address, IPv4Interface
@@ -23,7 +24,7 @@ from .tcp.layer import TcpLayer
 from .udp import MAX_UDP_PAYLOAD, UdpSocket, check_port
 from .wire.checksum import internet_checksum, pseudo_header_sum
 from .wire.errors import WireError
-from .wire.ethernet import mac_from_str, mac_to_str, random_local_mac
+from .wire.ethernet import ETH_HEADER_LEN, mac_from_str, mac_to_str, random_local_mac
 from .wire.icmpv4 import (ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQUEST,
                           ICMP_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY, TIME_EXCEEDED_TTL,
                           UNREACH_FRAG_NEEDED, UNREACH_HOST, UNREACH_NET, UNREACH_PORT,
@@ -51,8 +52,12 @@ class Path:
     #: The destination is one of our own addresses.
     local: bool
     mtu: int
-    #: Checksums may be skipped (the packet never leaves memory).
+    #: Checksums may be skipped (the packet never leaves memory, or the
+    #: link completes them: ``Link.checksum_offload``).
     offload: bool
+    #: TSO: the largest IPv4 datagram the link cuts into MSS-sized segments
+    #: itself (``ip_send(..., gso_size=MSS)``); 0 when it does not.
+    tso_max: int = 0
 
 
 @attrs.define(slots=True)
@@ -82,6 +87,59 @@ class _TokenBucket:
         return False
 
 
+def check_int(value: Any, what: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """``value`` as an int in [minimum, maximum]; TypeError/ValueError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{what} must be an int, not {type(value).__name__}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = (f"at least {minimum}" if maximum is None else
+                  f"at most {maximum}" if minimum is None else f"in {minimum}-{maximum}")
+        raise ValueError(f"{what} must be {bounds}, not {value}")
+    return value
+
+
+def check_seconds(value: Any, what: str, *, positive: bool = False, allow_inf: bool = False) -> float:
+    """``value`` as a number of seconds (>= 0, or > 0 if ``positive``)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{what} must be a number of seconds, not {type(value).__name__}")
+    value = float(value)
+    if math.isnan(value) or value < 0 or (positive and value == 0) or (
+            math.isinf(value) and not allow_inf):
+        raise ValueError(f"{what} must be a {'positive' if positive else 'non-negative'} "
+                         f"{'' if allow_inf else 'finite '}number of seconds, not {value}")
+    return value
+
+
+def _check_options(*, forwarding, arp, reassembly, icmp_error_rate, icmp_error_burst,
+                   udp_queue_size, close_timeout, max_connections) -> None:
+    """Stack(...) arguments: TypeError/ValueError naming the bad one."""
+    if not isinstance(forwarding, bool):
+        raise TypeError(f"forwarding must be a bool, not {type(forwarding).__name__}")
+    if arp is not None:
+        if not isinstance(arp, ArpConfig):
+            raise TypeError(f"arp must be a trionet.ArpConfig, not {type(arp).__name__}")
+        check_seconds(arp.timeout, "arp.timeout", positive=True)
+        check_seconds(arp.retry_interval, "arp.retry_interval", positive=True)
+        for name in ("max_tries", "max_pending_packets", "max_pending_hosts", "max_entries"):
+            check_int(getattr(arp, name), f"arp.{name}", 1)
+    if reassembly is not None:
+        if not isinstance(reassembly, ReassemblyConfig):
+            raise TypeError(f"reassembly must be a trionet.ReassemblyConfig, not "
+                            f"{type(reassembly).__name__}")
+        check_seconds(reassembly.timeout, "reassembly.timeout", positive=True)
+        check_int(reassembly.max_bytes, "reassembly.max_bytes", 0)
+        check_int(reassembly.max_fragments, "reassembly.max_fragments", 1)
+    if isinstance(icmp_error_rate, bool) or not isinstance(icmp_error_rate, (int, float)):
+        raise TypeError(f"icmp_error_rate must be a number, not {type(icmp_error_rate).__name__}")
+    if not 0 <= icmp_error_rate < math.inf:
+        raise ValueError(f"icmp_error_rate must be a finite number >= 0 (errors a second), "
+                         f"not {icmp_error_rate}")
+    check_int(icmp_error_burst, "icmp_error_burst", 0)
+    check_int(udp_queue_size, "udp_queue_size", 1)
+    check_seconds(close_timeout, "close_timeout")
+    check_int(max_connections, "max_connections", 1)
+
+
 class Stack:
     """A TCP/IP stack. ``async with Stack() as stack:`` runs every task of
     it (NICs, ARP resolvers, timers, connections) in its own nursery.
@@ -91,8 +149,16 @@ class Stack:
 
     def __init__(self, *, forwarding: bool = False, arp: ArpConfig | None = None,
                  reassembly: ReassemblyConfig | None = None, icmp_error_rate: float = 1000.0,
-                 icmp_error_burst: int = 50, udp_queue_size: int = 256, seed: int | None = None):
+                 icmp_error_burst: int = 50, udp_queue_size: int = 256, seed: int | None = None,
+                 close_timeout: float = 2.0, max_connections: int = 65536):
+        _check_options(forwarding=forwarding, arp=arp, reassembly=reassembly,
+                       icmp_error_rate=icmp_error_rate, icmp_error_burst=icmp_error_burst,
+                       udp_queue_size=udp_queue_size, close_timeout=close_timeout,
+                       max_connections=max_connections)
         self.stats = Stats()
+        #: Seconds a normal exit of ``async with`` waits for connections to
+        #: close with FIN before it resets what is left.
+        self.close_timeout = float(close_timeout)
         self.forwarding = forwarding
         self.interfaces: list[Interface] = []
         self.routes = RouteTable()
@@ -110,7 +176,7 @@ class Stack:
         self._pings: dict[tuple[int, int], _PingWaiter] = {}
         #: TCP: connections, listeners, and the defaults new connections copy
         #: (``stack.tcp.config``).
-        self.tcp = TcpLayer(self, self._rng.randbytes(32))
+        self.tcp = TcpLayer(self, self._rng.randbytes(32), max_connections=max_connections)
         self._protocols: dict[int, Callable] = {
             PROTO_ICMP: self._icmp_input, PROTO_UDP: self._udp_input, PROTO_TCP: self.tcp.input,
         }
@@ -141,11 +207,22 @@ class Stack:
 
     async def __aexit__(self, exc_type, exc, tb) -> bool:
         try:
-            self.tcp.close_all()
-            self._nursery.cancel_scope.cancel()
-            # The body's own exception propagates as it is, not wrapped in the
-            # nursery's ExceptionGroup; only our tasks' failures are raised here.
-            await self._exit_stack.__aexit__(None, None, None)
+            graceful = False
+            try:
+                # A normal exit (no exception, not cancelled) closes every
+                # connection with FIN and waits up to close_timeout for them
+                # to finish; an exit by exception or cancellation resets them
+                # at once. Either way close_all() resets what is left.
+                if (exc_type is None and self.close_timeout > 0
+                        and trio.current_effective_deadline() != -math.inf):
+                    await self.tcp.close_gracefully(self.close_timeout)
+                    graceful = True
+            finally:
+                self.tcp.close_all(graceful=graceful)
+                self._nursery.cancel_scope.cancel()
+                # The body's own exception propagates as it is, not wrapped in the
+                # nursery's ExceptionGroup; only our tasks' failures are raised here.
+                await self._exit_stack.__aexit__(None, None, None)
             return False
         finally:
             self._closed = True
@@ -179,8 +256,18 @@ class Stack:
         except (ValueError, TypeError):
             raise ValueError(f"address: {address!r} is not an IPv4 address with prefix "
                              "(e.g. '10.0.0.2/24')") from None
+        ip, network = iface_address.ip, iface_address.network
+        if ip.is_multicast or ip.is_unspecified or ip == _LIMITED_BROADCAST:
+            raise ValueError(f"address: {ip} cannot be a host's address")
+        if network.prefixlen < 31 and ip in (network.network_address, network.broadcast_address):
+            raise ValueError(f"address: {ip} is the {'network' if ip == network.network_address else 'broadcast'}"
+                             f" address of {network}, not a host on it")
         if iface_address.ip in self._local:
             raise ValueError(f"address: {iface_address.ip} is already assigned")
+        if any(i.link is link for i in self.interfaces):
+            raise ValueError("link: already attached to an interface of this stack")
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
         # Check every argument before changing anything: a bad one must not
         # leave a half-added interface behind.
         gw = parse_address(gateway, "gateway") if gateway is not None else None
@@ -219,6 +306,11 @@ class Stack:
         """Route ``network`` via ``gateway`` (or directly on ``interface``)."""
         net = parse_network(network, "network")
         gw = parse_address(gateway, "gateway") if gateway is not None else None
+        check_int(metric, "metric", 0)
+        if gw is not None and gw.version != net.version:
+            raise ValueError(f"gateway: {gw} is not of the same family as {net}")
+        if gw is not None and gw in self._local:
+            raise ValueError(f"gateway: {gw} is one of our own addresses")
         if interface is None:
             if gw is None:
                 raise ValueError("add_route needs a gateway or an interface")
@@ -253,7 +345,9 @@ class Stack:
             if route is None:
                 raise OSError(errno.ENETUNREACH, f"no route to {dst}")
             iface = route.interface
-            path = Path(iface, route.next_hop(dst), iface.ip, False, iface.mtu, iface.checksum_offload)
+            tso = min(iface.link.tso_max - ETH_HEADER_LEN, 0xFFFF)  # RFC 791: 65535 at most
+            path = Path(iface, route.next_hop(dst), iface.ip, False, iface.mtu, iface.checksum_offload,
+                        tso if tso > iface.mtu else 0)
         if len(self._paths) > 4096:
             self._paths.clear()
         self._paths[dst] = path
@@ -277,14 +371,21 @@ class Stack:
         return self._ip_id
 
     def ip_send(self, path: Path, src: IPAddress, dst: IPAddress, protocol: int, payload: bytes, *,
-                ttl: int = 64, dont_fragment: bool = False) -> None:
+                ttl: int = 64, dont_fragment: bool = False, gso_size: int = 0) -> None:
         """Send ``payload`` as one IPv4 datagram, fragmented to the path MTU
-        unless ``dont_fragment`` (then it is dropped, counted, if too big)."""
+        unless ``dont_fragment`` (then it is dropped, counted, if too big).
+
+        ``gso_size`` (TCP, with ``dont_fragment``, on a path with
+        ``tso_max``): a datagram over the MTU goes whole, for the link to cut
+        into segments of ``gso_size`` payload bytes; never fragmented."""
         header = IPv4Header(src, dst, protocol, ttl=ttl, identification=self._next_ip_id(),
                             dont_fragment=dont_fragment)
         compute = not path.offload
         if 20 + len(payload) <= path.mtu:
             self._transmit(path, build_ipv4(header, payload, compute_checksum=compute))
+        elif gso_size and dont_fragment and 20 + len(payload) <= path.tso_max:
+            self.stats["ipv4.tx_gso"] += 1
+            self._transmit(path, build_ipv4(header, payload, compute_checksum=compute), gso_size)
         elif dont_fragment:
             self.stats.drop("ipv4.too_big")
         else:
@@ -292,12 +393,12 @@ class Stack:
                 self.stats["ipv4.tx_fragments"] += 1
                 self._transmit(path, build_ipv4(piece, chunk, compute_checksum=compute))
 
-    def _transmit(self, path: Path, packet: bytes) -> None:
+    def _transmit(self, path: Path, packet: bytes, gso_size: int = 0) -> None:
         self.stats["ipv4.tx"] += 1
         if path.local and path.interface.needs_arp:
             self._local_link.send_frame(packet)
         else:
-            path.interface.send_ip(packet, path.next_hop)
+            path.interface.send_ip(packet, path.next_hop, gso_size)
 
     async def _local_task(self) -> None:
         """Deliver packets we sent to ourselves, like Linux's lo device."""
@@ -499,10 +600,9 @@ class Stack:
         """Send one ICMP echo request; return the round trip in seconds.
         TimeoutError without a reply; OSError when an ICMP error comes back."""
         dst = parse_address(host, "host")
-        if not 0 <= size <= MAX_UDP_PAYLOAD:
-            raise ValueError(f"size {size} is out of range 0-{MAX_UDP_PAYLOAD}")
-        if timeout <= 0:
-            raise ValueError(f"timeout must be positive, not {timeout}")
+        check_int(size, "size", 0, MAX_UDP_PAYLOAD)
+        check_seconds(timeout, "timeout", positive=True, allow_inf=True)
+        self._check_running()
         self._ping_seq = (self._ping_seq + 1) & 0xFFFF
         key = (self._ping_ident, self._ping_seq)
         payload = bytes((i + self._ping_seq) & 0xFF for i in range(size))

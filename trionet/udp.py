@@ -55,9 +55,13 @@ class UdpSocket:
         when too long for IPv4."""
         if self._closed:
             raise trio.ClosedResourceError("UDP socket is closed")
+        if not isinstance(address, (tuple, list)) or len(address) != 2:
+            raise TypeError(f"address must be a (host, port) pair, not {address!r}")
         host, port = address
         dst = parse_address(host, "address")
         check_port(port, "port", allow_zero=False)
+        if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         data = bytes(data)
         if len(data) > MAX_UDP_PAYLOAD:
             raise OSError(errno.EMSGSIZE, f"datagram of {len(data)} bytes is too long")

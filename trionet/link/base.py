@@ -16,19 +16,30 @@ class Link(abc.ABC):
 
     #: IP MTU: the largest Ethernet payload the link carries.
     mtu: int = 1500
-    #: True where frames never leave memory (cable, loopback): checksums may
-    #: be neither computed nor verified.
+    #: True where the stack may neither compute nor verify checksums: frames
+    #: never leave memory (cable, loopback), or the link completes them on
+    #: the way out and has them checked on the way in (TapLink(offload=True)).
     checksum_offload: bool = False
     #: False where frames need no link-layer address resolution (loopback):
     #: the interface skips ARP/NDP and fills in any MAC address.
     needs_arp: bool = True
+    #: TCP segmentation offload: 0 where the link takes only frames of at
+    #: most ``mtu`` + 14 bytes; else the largest frame (Ethernet header
+    #: included) it takes with ``send_frame(frame, gso_size)``, which it
+    #: splits into segments of ``gso_size`` payload bytes (TapLink(offload=True)).
+    tso_max: int = 0
 
     def __init__(self) -> None:
         self.stats: Counter[str] = Counter()
 
     @abc.abstractmethod
-    def send_frame(self, frame: bytes) -> None:
-        """Queue one frame for sending; drop and count it if it cannot go."""
+    def send_frame(self, frame: bytes, gso_size: int = 0) -> None:
+        """Queue one frame for sending; drop and count it if it cannot go.
+
+        ``gso_size`` > 0 (only on links with ``tso_max``; callers never pass
+        it to others, which may take just ``frame``): the frame is one IPv4
+        TCP segment of up to ``tso_max`` bytes that the link cuts into
+        segments of ``gso_size`` payload bytes."""
 
     @abc.abstractmethod
     async def receive_batch(self, max_frames: int = 64) -> list[bytes]:

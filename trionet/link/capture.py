@@ -20,12 +20,18 @@ class Capture(Link):
     (a path, or a binary file object opened for writing) as pcap.
 
     A ``Capture`` is itself a Link with the inner link's ``mtu``,
-    ``checksum_offload`` and ``needs_arp``; ``stats`` is the inner link's
-    counter (shared) and ``inner`` the link itself. Frames longer than
-    ``snaplen`` are cut to ``snaplen`` in the file. The file is flushed after
-    each sent frame and each received batch (writes are synchronous: this is
-    a debugging aid). ``aclose`` closes the inner link, and the file if the
-    capture opened it.
+    ``checksum_offload``, ``needs_arp`` and ``tso_max``; ``stats`` is the
+    inner link's counter (shared) and ``inner`` the link itself. Frames longer
+    than ``snaplen`` are cut to ``snaplen`` in the file. The file is flushed
+    after each sent frame and each received batch (writes are synchronous:
+    this is a debugging aid). ``aclose`` closes the inner link, and the file
+    if the capture opened it.
+
+    Frames are recorded as the stack hands them over: with
+    ``checksum_offload`` their checksums are left empty (the link completes
+    them, or nothing needs them), and with ``tso_max``
+    (``TapLink(offload=True)``) a TCP segment sent as GSO is recorded whole,
+    up to 64 KB, before the kernel cuts it (as tcpdump shows a NIC's offloads).
     """
 
     __slots__ = ("inner", "stats", "snaplen", "_file", "_owns_file", "_closed")
@@ -71,6 +77,10 @@ class Capture(Link):
     def needs_arp(self) -> bool:
         return self.inner.needs_arp
 
+    @property
+    def tso_max(self) -> int:
+        return self.inner.tso_max
+
     def _record(self, frame: bytes, write) -> None:
         seconds, ns = divmod(time.time_ns(), 1_000_000_000)
         length = len(frame)
@@ -81,11 +91,16 @@ class Capture(Link):
             write(_RECORD.pack(seconds, ns // 1000, length, length))
             write(frame)
 
-    def send_frame(self, frame: bytes) -> None:
+    def send_frame(self, frame: bytes, gso_size: int = 0) -> None:
+        # A GSO frame is recorded whole, as the stack sent it (as tcpdump
+        # shows a NIC's TSO frames before the NIC cuts them).
         if not self._closed:
             self._record(frame, self._file.write)
             self._file.flush()
-        self.inner.send_frame(frame)
+        if gso_size:
+            self.inner.send_frame(frame, gso_size)
+        else:
+            self.inner.send_frame(frame)
 
     async def receive_batch(self, max_frames: int = 64) -> list[bytes]:
         frames = await self.inner.receive_batch(max_frames)

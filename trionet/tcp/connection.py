@@ -34,6 +34,8 @@ import attrs
 
 from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpHeader, TcpOptions
 from .congestion import make_congestion_control
+from .rack import Rack
+from .sack import EVER_RETRANS, LOST, SACKED, Scoreboard, Seg
 
 log = logging.getLogger("trionet.tcp")
 _DEBUG = logging.DEBUG
@@ -48,6 +50,14 @@ _MIN_MSS = 88              # smallest peer MSS honoured (Linux TCP_MIN_MSS)
 _MAX_WSCALE = 14           # RFC 7323 2.3
 _PAWS_IDLE = 24 * 86400.0  # RFC 7323 5.5: TS.Recent older than 24 days is invalid
 _WSCALE_BUFFER = 4 << 20   # window scale chosen so buffers up to 4 MiB fit (Linux: 7)
+_DUPTHRESH = 3             # RFC 5681 / RFC 6675 DupThresh
+_TLP_MIN_GAP = 0.002       # added to 2*SRTT with several segments out (Linux TCP_TIMEOUT_MIN)
+_EPS = 1e-9
+
+# Loss recovery states (Linux's Open / Recovery / Loss).
+_OPEN = 0
+_RECOVERY = 1   # fast recovery after a loss was detected (RFC 6675 / RFC 6582)
+_LOSS = 2       # after an RTO, until the data then outstanding is acknowledged
 
 
 class TcpState(enum.Enum):
@@ -114,7 +124,14 @@ class TcpConfig:
     challenge_ack_limit: int = 10   # challenge ACKs per second per connection (RFC 5961 7)
     invalid_ratelimit: float = 0.5  # min gap between out-of-window dupacks (Linux tcp_invalid_ratelimit)
     fin_timeout: float = 60.0       # FIN-WAIT-2 after close() (Linux tcp_fin_timeout)
-    congestion: str = "newreno"
+    congestion: str = "cubic"       # "cubic" (RFC 9438) or "newreno" (RFC 5681/6582)
+    hystart: bool = True            # HyStart++ (RFC 9406) in CUBIC's initial slow start
+    rack: bool = True               # RACK-TLP loss detection (RFC 8985) when SACK is on
+    tlp: bool = True                # tail loss probes (RFC 8985 7); needs rack
+    tlp_max_ack_delay: float = 0.2  # RFC 8985 WCDelAckT, added to the PTO for one segment
+    receive_buffer_max: int = 6 << 20  # receive buffer auto-tuning limit (Linux tcp_rmem[2])
+    send_buffer_max: int = 4 << 20     # send buffer auto-tuning limit (Linux tcp_wmem[2])
+    autotune: bool = True           # grow the buffers (setting either one by hand stops it)
 
 
 def reset_for(header: TcpHeader, payload_len: int) -> TcpHeader | None:
@@ -157,9 +174,15 @@ class TcpConnection:
         "_syn_retransmitted", "_persist_backoff", "_probes",
         # congestion control / loss recovery
         "cc", "_dupacks", "_in_recovery", "_recover", "_partial_seen", "_last_send",
-        "_peer_sacks",
+        "_sb", "_ca", "_rack", "_rack_on", "_tlp_on", "_tlp_high", "_tlp_retrans",
+        "_tlp_probe", "_prr_delivered", "_prr_out", "_recover_fs",
+        "_tx_count", "rto_count", "tlp_count", "fast_recoveries", "dsacks_received", "dsacks_sent",
+        "spurious_rtx", "rack_losses",
+        # receive side: D-SACK to report, RTT estimate and buffer auto-tuning
+        "_dsack", "_rcv_rtt", "_rcv_rtt_seq", "_rcv_rtt_time", "_rcvq_space", "_rcvq_seq",
+        "_rcvq_time", "_rcvbuf_locked", "_sndbuf_locked",
         # timers
-        "_t_rtx", "_t_persist", "_t_delack", "_t_keepalive", "_t_close",
+        "_t_rtx", "_t_persist", "_t_delack", "_t_keepalive", "_t_close", "_t_pto", "_t_reo",
         # misc
         "_last_recv", "_ka_probes", "_chal_start", "_chal_count", "_oow_last", "_app_closed",
     )
@@ -212,7 +235,8 @@ class TcpConnection:
         self._snd_wscale = 0
         self._rcv_wscale = 0
         self._ws_ok = False
-        self._our_wscale = _wscale_for(max(cfg.receive_buffer, _WSCALE_BUFFER))
+        self._our_wscale = _wscale_for(max(cfg.receive_buffer, _WSCALE_BUFFER,
+                                           cfg.receive_buffer_max if cfg.autotune else 0))
         self._peer_mss = _DEFAULT_MSS_V6 if getattr(remote[0], "version", 4) == 6 \
             else _DEFAULT_MSS_V4
         self._mss = min(self._peer_mss, cfg.mss)
@@ -229,15 +253,45 @@ class TcpConnection:
         self._persist_backoff = 0
         self._probes = 0
 
-        self.cc = make_congestion_control(cfg.congestion, self._mss, now)
+        self.cc = make_congestion_control(cfg.congestion, self._mss, now, cfg.hystart)
         self._dupacks = 0
-        self._in_recovery = False
+        self._in_recovery = False   # RFC 6582 fast recovery (peers without SACK)
         self._recover = iss
         self._partial_seen = False
         self._last_send = now
-        self._peer_sacks: tuple = ()
+        self._sb = Scoreboard()
+        self._ca = _OPEN
+        self._rack = Rack()
+        self._rack_on = False       # decided with SACK in the handshake
+        self._tlp_on = False
+        self._tlp_high: int | None = None  # RFC 8985 TLP.end_seq
+        self._tlp_retrans = False
+        self._tlp_probe = (0, 0)
+        self._prr_delivered = 0
+        self._prr_out = 0
+        self._recover_fs = 1
+        self._tx_count = 0
+        self.rto_count = 0
+        self.tlp_count = 0
+        self.fast_recoveries = 0
+        self.dsacks_received = 0
+        self.dsacks_sent = 0
+        self.spurious_rtx = 0
+        self.rack_losses = 0
+
+        self._dsack: tuple | None = None
+        self._rcv_rtt: float | None = None
+        self._rcv_rtt_seq = 0
+        self._rcv_rtt_time = now
+        self._rcvq_space = 0
+        self._rcvq_seq = 0
+        self._rcvq_time = now
+        self._rcvbuf_locked = not cfg.autotune
+        self._sndbuf_locked = not cfg.autotune
 
         self._t_rtx = _INF
+        self._t_pto = _INF
+        self._t_reo = _INF
         self._t_persist = _INF
         self._t_delack = _INF
         self._t_keepalive = _INF
@@ -301,6 +355,8 @@ class TcpConnection:
         else:
             self._ts_ok = False
         self._sack_ok = cfg.sack and opts.sack_permitted
+        self._rack_on = self._sack_ok and cfg.rack
+        self._tlp_on = self._rack_on and cfg.tlp
         # RFC 9293 3.7.1 / RFC 6691: payload = MSS minus the options we send.
         self._mss = max(min(self._peer_mss, cfg.mss) - (_TS_OPT_LEN if self._ts_ok else 0),
                         _MIN_MSS - _TS_OPT_LEN)
@@ -310,6 +366,12 @@ class TcpConnection:
         self.max_snd_wnd = max(self.max_snd_wnd, syn.window)
         self.snd_wl1 = irs
         self.cc.set_mss(self._mss)
+        # Receive buffer auto-tuning starts from what the initial window
+        # could bring in one round trip (Linux's rcvq_space).
+        self._rcvq_space = min(cfg.receive_buffer, 10 * self._mss)
+        self._rcvq_seq = irs + 1
+        self._rcvq_time = now
+        self._rcv_rtt_seq = irs + 1
 
     def _send_syn(self, now: float) -> None:
         """SYN (SYN-SENT) or SYN-ACK (SYN-RECEIVED), always at ISS."""
@@ -409,9 +471,33 @@ class TcpConnection:
             "unacked": len(self._snd_buf),
             "unread": len(self._rcv_buf),
             "out_of_order": sum(e - s for s, e, _ in self._ooo),
-            "in_recovery": self._in_recovery,
+            "in_recovery": self._in_recovery or self._ca != _OPEN,
+            "ca_state": ("open", "recovery", "loss")[self._ca],
+            "congestion": self.cc.name,
+            "pipe": self._pipe(),
+            "sacked_out": self._sb.sacked_out,
+            "lost_out": self._sb.lost_out,
+            "retrans_out": self._sb.retrans_out,
+            "min_rtt": None if self._rack.min_rtt.value == _INF else self._rack.min_rtt.value,
+            "rto_count": self.rto_count,
+            "tlp_count": self.tlp_count,
+            "fast_recoveries": self.fast_recoveries,
+            "rack_losses": self.rack_losses,
+            "dsacks_received": self.dsacks_received,
+            "dsacks_sent": self.dsacks_sent,
+            "spurious_retransmits": self.spurious_rtx,
+            "reordering_seen": self._rack.reordering_seen,
+            "send_buffer": self.config.send_buffer,
+            "receive_buffer": self.config.receive_buffer,
+            "rcv_rtt": self._rcv_rtt,
             "error": self.error,
         }
+
+    def _pipe(self) -> int:
+        """RFC 6675 pipe: bytes the sender believes are in the network."""
+        flight = self.snd_max - self.snd_una
+        sb = self._sb
+        return flight if sb.clean else sb.pipe(flight)
 
     def window_diagram(self) -> str:
         """Two lines picturing the send and receive windows (relative to
@@ -423,6 +509,11 @@ class TcpConnection:
                f" [{max(buf_end - self.snd_nxt, 0)} queued] buf_end={buf_end - una}"
                f" | wnd_edge={wnd_edge - una} cwnd={self.cc.cwnd}"
                f"{' FIN' if self._fin_queued else ''}")
+        sb = self._sb
+        if not sb.clean:
+            snd += (f"\n    pipe={self._pipe()} sacked={sb.sacked_out} lost={sb.lost_out}"
+                    f" retrans={sb.retrans_out} sacked_ranges="
+                    + " ".join(f"[{s - una},{e - una})" for s, e in sb.ranges))
         nxt = self.rcv_nxt
         holes = " ".join(f"[{s - nxt},{e - nxt})" for s, e, _ in self._ooo)
         rcv = (f"RCV unread={len(self._rcv_buf)} | nxt=0 ooo={holes or '-'}"
@@ -475,17 +566,18 @@ class TcpConnection:
 
     def _options(self, now: float, with_sack: bool) -> TcpOptions:
         if self._ts_ok:
-            if with_sack and self._ooo and self._sack_ok:
+            if with_sack and (self._ooo or self._dsack) and self._sack_ok:
                 return TcpOptions(timestamps=(self._tsval(now), self._ts_recent),
                                   sack_blocks=self._sack_blocks())
             return TcpOptions(timestamps=(self._tsval(now), self._ts_recent))
-        if with_sack and self._ooo and self._sack_ok:
+        if with_sack and (self._ooo or self._dsack) and self._sack_ok:
             return TcpOptions(sack_blocks=self._sack_blocks())
         return NO_OPTIONS
 
     def _emit(self, flags: int, seq: int, payload, now: float) -> None:
         """Queue one segment carrying our current ACK and window."""
-        opts = self._options(now, True) if (self._ts_ok or self._ooo) else NO_OPTIONS
+        opts = self._options(now, True) if (self._ts_ok or self._ooo or self._dsack) \
+            else NO_OPTIONS
         if flags & ACK:
             self._last_ack_sent = self.rcv_nxt
             self._ack_pending = 0
@@ -537,7 +629,8 @@ class TcpConnection:
 
     def _sack_blocks(self) -> tuple:
         """RFC 2018 4: the block holding the most recently received segment
-        first, then the most recently reported ones."""
+        first, then the most recently reported ones; a D-SACK block (RFC 2883
+        4) goes before them all, once."""
         ranges: list[list[int]] = []
         for s, e, _ in self._ooo:
             if ranges and ranges[-1][1] == s:
@@ -546,6 +639,11 @@ class TcpConnection:
                 ranges.append([s, e])
         maxb = 3 if self._ts_ok else 4
         out = []
+        dsack = self._dsack
+        if dsack is not None:
+            self._dsack = None
+            self.dsacks_sent += 1
+            out.append((dsack[0] & _M32, dsack[1] & _M32))
         used = set()
         for seq in self._sack_recent:
             for i, (s, e) in enumerate(ranges):
@@ -581,11 +679,16 @@ class TcpConnection:
             d = self._t_keepalive
         if self._t_close < d:
             d = self._t_close
+        if self._t_pto < d:
+            d = self._t_pto
+        if self._t_reo < d:
+            d = self._t_reo
         self.next_deadline = d
 
     def _clear_timers(self) -> None:
         self._t_rtx = self._t_persist = self._t_delack = _INF
         self._t_keepalive = self._t_close = _INF
+        self._t_pto = self._t_reo = _INF
 
     def _close(self, error: str | None) -> None:
         if error is not None and self.error is None:
@@ -596,6 +699,7 @@ class TcpConnection:
         self._ooo = []
         self._snd_buf = bytearray()
         self._snd_buf_seq = self.snd_una
+        self._sb = Scoreboard()
 
     def _enter_time_wait(self, now: float) -> None:
         self._set_state(TIME_WAIT)
@@ -617,10 +721,12 @@ class TcpConnection:
         if self._fin_queued:
             self._set_state(FIN_WAIT_1)
 
-    def _rtt_sample(self, r: float) -> None:
-        """RFC 6298 2.2-2.4."""
+    def _rtt_sample(self, r: float, now: float | None = None) -> None:
+        """RFC 6298 2.2-2.4; also feeds the windowed min_RTT (RACK)."""
         if r < 0:
             return
+        if now is not None:
+            self._rack.min_rtt.update(now, r)
         if self.srtt is None:
             self.srtt = r
             self.rttvar = r / 2
@@ -666,6 +772,8 @@ class TcpConnection:
         else:
             data = bytes(memoryview(buf)[:max_bytes])
             del buf[:max_bytes]
+        if not self._rcvbuf_locked:
+            self._rcv_space_adjust(now)
         if self.state in _RECEIVING_STATES:
             # RFC 9293 3.8.6.2.2: announce a window that grew enough.
             cfg = self.config
@@ -678,6 +786,52 @@ class TcpConnection:
                 self._send_ack(now)
                 self._update_deadline()
         return data
+
+    def _rcv_space_adjust(self, now: float) -> None:
+        """Receive buffer auto-tuning (Linux's dynamic right-sizing): once a
+        round trip, if the application took more than in the round before,
+        make room for about twice that (plus the growth trend), so the window
+        never holds a fast sender back; up to ``receive_buffer_max``."""
+        rtt = self._rcv_rtt if self._rcv_rtt is not None else self.srtt
+        if rtt is None or now - self._rcvq_time < rtt:
+            return
+        copied_seq = self.rcv_nxt - len(self._rcv_buf)
+        copied = copied_seq - self._rcvq_seq
+        space = self._rcvq_space
+        if copied > space:
+            cfg = self.config
+            win = 2 * copied + 16 * self._rcv_mss
+            win += 2 * (win * (copied - space) // max(space, 1))
+            limit = min(cfg.receive_buffer_max, 0xFFFF << self._rcv_wscale)
+            if win > limit:
+                win = limit
+            if win > cfg.receive_buffer:
+                cfg.receive_buffer = win
+            self._rcvq_space = copied
+        self._rcvq_seq = copied_seq
+        self._rcvq_time = now
+
+    def _rcv_rtt_measure(self, tsecr: int | None, plen: int, now: float) -> None:
+        """The receiver's RTT estimate for auto-tuning (as Linux's
+        rcv_rtt_est): from TSecr on full-sized data when timestamps are on,
+        else the time one window of data takes to arrive."""
+        if tsecr is not None:
+            if plen < self._rcv_mss or not tsecr:
+                return
+            m = ((int(now * 1000) + self._ts_offset - tsecr) & _M32)
+            if m >= _HALF:
+                return
+            m = max(m / 1000, 0.001)
+            r = self._rcv_rtt
+            self._rcv_rtt = m if r is None else r + (m - r) / 8
+            return
+        if self.rcv_nxt >= self._rcv_rtt_seq:
+            if self._rcv_rtt_seq > self.irs + 1:
+                m = max(now - self._rcv_rtt_time, 0.001)
+                if self._rcv_rtt is None or m < self._rcv_rtt:
+                    self._rcv_rtt = m
+            self._rcv_rtt_seq = self.rcv_nxt + max(self._rcv_adv - self.rcv_nxt, self._rcv_mss)
+            self._rcv_rtt_time = now
 
     def shutdown_write(self, now: float) -> None:
         """Send FIN after all buffered data (RFC 9293 3.10.4 CLOSE)."""
@@ -737,7 +891,24 @@ class TcpConnection:
         if name == "keepalive":
             self.set_keepalive(bool(value), now)
             return
+        if name == "congestion":
+            cc = make_congestion_control(value, self._mss, now, cfg.hystart)
+            cc.take_state(self.cc)
+            self.cc = cc
+            cfg.congestion = cc.name
+            return
         setattr(cfg, name, value)
+        if name == "receive_buffer":
+            self._rcvbuf_locked = True  # as SO_RCVBUF: no more auto-tuning
+        elif name == "send_buffer":
+            self._sndbuf_locked = True
+        elif name == "autotune":
+            self._rcvbuf_locked = self._sndbuf_locked = not value
+        elif name in ("rack", "tlp"):
+            self._rack_on = self._sack_ok and cfg.rack
+            self._tlp_on = self._rack_on and cfg.tlp
+            if not self._tlp_on:
+                self._t_pto = _INF
         st = self.state
         if name in ("keepalive_idle", "keepalive_interval", "keepalive_count"):
             if cfg.keepalive and st in _KEEPALIVE_STATES:
@@ -767,10 +938,18 @@ class TcpConnection:
     # Sending
 
     def _push(self, now: float) -> None:
-        """Send what the windows, Nagle and SWS avoidance allow."""
+        """Send what the windows, Nagle and SWS avoidance allow: segments
+        deemed lost first (RFC 6675 NextSeg rule 1; after an RTO that is
+        go-back-N from SND.UNA, RFC 6298 5.4, skipping SACKed ranges), then
+        new data (rule 2)."""
+        sb = self._sb
+        if sb.lost_hint != _INF:
+            self._retransmit_lost(now, False)
+            if sb.lost_hint != _INF:
+                return  # lost data still waits for room: no new data before it
         buf_seq = self._snd_buf_seq
         data_end = buf_seq + len(self._snd_buf)
-        nxt = self.snd_nxt
+        nxt = self.snd_max
         fin = self._fin_queued
         if nxt > data_end:
             return  # FIN already sent
@@ -778,112 +957,142 @@ class TcpConnection:
         cc = self.cc
         una = self.snd_una
         cwnd = cc.cwnd
-        if 0 < self._dupacks < 3 and not self._in_recovery:
+        if 0 < self._dupacks < 3 and not self._in_recovery and not self._sack_ok:
             cwnd += self._dupacks * mss  # RFC 3042 limited transmit
+        flight = nxt - una
+        room_c = cwnd - (flight if sb.clean else sb.pipe(flight))
         wnd_edge = una + self.snd_wnd
-        edge = una + cwnd
-        if wnd_edge < edge:
-            edge = wnd_edge
         sent = False
         while True:
             if nxt >= data_end:
                 if fin and nxt == data_end:
                     # A bare FIN needs no window (Linux accepts one at a zero window).
-                    self._emit(FIN | ACK, nxt, b"", now)
-                    self._fin_seq = data_end
-                    nxt += 1
-                    self._after_send(nxt, now)
+                    self._send_new(nxt, data_end, True, now)
                     sent = True
-                break
-            room = edge - nxt
-            if room <= 0:
                 break
             n = data_end - nxt
             if n > mss:
                 n = mss
-            retrans = nxt < self.snd_max
+            if room_c < n:
+                break  # RFC 5681: cwnd allows no (whole) segment more
+            room = wnd_edge - nxt
+            if room <= 0:
+                break
             if n > room:
                 n = room
                 # RFC 9293 3.8.6.2.1 sender SWS: a window-limited runt only
                 # if it is at least half the largest window the peer offered.
-                if not retrans and n < mss and 2 * n < self.max_snd_wnd:
+                if n < mss and 2 * n < self.max_snd_wnd:
                     break
-            elif n < mss and not retrans and not fin and not self.config.nodelay \
-                    and self.snd_max > una:
+            elif n < mss and not fin and not self.config.nodelay and self.snd_max > una:
                 break  # RFC 896 Nagle: a small segment waits for the ACKs
             end = nxt + n
-            flags = ACK
-            if end == data_end:
-                flags = ACK | PSH
-                if fin:
-                    flags = ACK | PSH | FIN
-                    self._fin_seq = data_end
-            off = nxt - buf_seq
-            self._emit(flags, nxt, bytes(self._snd_buf[off:off + n]), now)
-            nxt = end + 1 if flags & FIN else end
-            if retrans:
-                self.retransmits += 1
-            self._after_send(nxt, now)
+            self._send_new(nxt, end, fin and end == data_end, now)
+            room_c -= n
+            nxt = self.snd_max
             sent = True
-        if not sent and self.snd_una == self.snd_max and (
-                data_end > self.snd_nxt or (fin and self._fin_seq is None)) \
+        if sent:
+            if self._tlp_on:
+                self._arm_pto(now)
+        elif self.snd_una == self.snd_max and (
+                data_end > self.snd_max or (fin and self._fin_seq is None)) \
                 and self._t_persist == _INF and self._t_rtx == _INF:
             # Nothing in flight and the peer's window stops us: RFC 9293 3.8.6.1.
             self._persist_backoff = 0
             self._t_persist = now + self._persist_interval()
 
+    def _send_new(self, seq: int, end: int, fin: bool, now: float) -> None:
+        """Send new data [seq, end) (and FIN) and add it to the scoreboard."""
+        data_end = self._snd_buf_seq + len(self._snd_buf)
+        flags = ACK
+        if end == data_end and end > seq:
+            flags = ACK | PSH
+        if fin:
+            flags |= FIN
+            self._fin_seq = data_end
+        off = seq - self._snd_buf_seq
+        self._emit(flags, seq, bytes(self._snd_buf[off:off + end - seq]) if end > seq else b"",
+                   now)
+        if fin:
+            end += 1
+        self._tx_count += 1
+        self._sb.segs.append(Seg(seq, end, now, self._tx_count))
+        if self._ca == _RECOVERY:
+            self._prr_out += end - seq
+        self._after_send(end, now)
+
     def _after_send(self, nxt: int, now: float) -> None:
-        self.snd_nxt = nxt
         if nxt > self.snd_max:
-            if self._rtt_seq is None and not self._ts_ok:
-                self._rtt_seq = self.snd_max
-                self._rtt_time = now
             self.snd_max = nxt
+        self.snd_nxt = self.snd_max
         if self._t_rtx == _INF:
             self._t_rtx = now + self.rto
         self._t_persist = _INF
         self._last_send = now
 
-    def _retransmit_head(self, now: float) -> None:
-        """Resend the first unacknowledged segment, whatever the windows say
-        (fast retransmit, partial ACK, RTO)."""
-        una = self.snd_una
-        buf_seq = self._snd_buf_seq
-        data_end = buf_seq + len(self._snd_buf)
+    def _send_seg_again(self, i: int, now: float) -> Seg:
+        """Retransmit scoreboard record i (cut to the current MSS first)."""
+        sb = self._sb
+        s = sb.segs[i]
         mss = self._seg_mss()
-        sent_end = self.snd_max
-        if sent_end > data_end:
-            sent_end = data_end  # the FIN went out too
-        n = sent_end - una
-        if n > mss:
-            n = mss
-        if n < 0:
-            n = 0
-        end = una + n
+        data_end = self._snd_buf_seq + len(self._snd_buf)
+        if min(s.end, data_end) - s.start > mss:
+            sb.split(i, s.start + mss)
+        pend = s.end if s.end <= data_end else data_end
         flags = ACK
-        if end == data_end:
-            flags |= PSH if n else 0
-            if self._fin_seq is not None and self.snd_max > data_end:
-                flags |= FIN
-        if n == 0 and not flags & FIN:
-            return
-        off = una - buf_seq
-        self._emit(flags, una, bytes(self._snd_buf[off:off + n]) if n else b"", now)
+        if pend == data_end and pend > s.start:
+            flags |= PSH
+        if s.end > data_end:
+            flags |= FIN
+        off = s.start - self._snd_buf_seq
+        self._emit(flags, s.start, bytes(self._snd_buf[off:off + pend - s.start])
+                   if pend > s.start else b"", now)
         self.retransmits += 1
-        if self._rtt_seq is not None:
-            self._rtt_seq = None  # Karn's rule
-        nxt = end + 1 if flags & FIN else end
-        if self.snd_nxt < nxt:
-            self.snd_nxt = nxt
         self._last_send = now
         if log.isEnabledFor(_DEBUG):
-            log.debug("%r: retransmit seq=%d len=%d", self, una & _M32, n)
+            log.debug("%r: retransmit seq=%d len=%d", self, s.start & _M32, pend - s.start)
+        return s
+
+    def _retransmit_lost(self, now: float, force: bool) -> bool:
+        """Resend segments marked lost, lowest first, while cwnd - pipe
+        allows (RFC 6675 (C)); ``force`` sends the first one regardless
+        (fast retransmit, RTO). A segment beyond the peer's window is sent
+        only when forced, and then as a probe: it stays due, so it is the
+        first thing sent once the window opens."""
+        sb = self._sb
+        sent = False
+        while True:
+            i = sb.next_lost()
+            if i is None:
+                return sent
+            s = sb.segs[i]
+            in_window = s.start < self.snd_una + self.snd_wnd
+            if not force:
+                if not in_window:
+                    return sent
+                n = min(s.end - s.start, self._seg_mss())
+                if self.cc.cwnd - sb.pipe(self.snd_max - self.snd_una) < n:
+                    return sent
+            s = self._send_seg_again(i, now)
+            if not in_window:
+                return True  # a probe into a closed window: still lost
+            self._tx_count += 1
+            sb.on_retransmit(s, now, self._tx_count)
+            if self._ca == _RECOVERY:
+                self._prr_out += s.end - s.start
+            if self._rtt_seq is not None:
+                self._rtt_seq = None  # Karn's rule
+            if self._t_rtx == _INF:
+                self._t_rtx = now + self.rto
+            force = False
+            sent = True
 
     def _seg_mss(self) -> int:
         """Payload limit for the next segment: SACK blocks we attach eat
         into the MSS (RFC 2018, RFC 6691)."""
-        if self._ooo and self._sack_ok:
-            return self._mss - 4 - 8 * min(len(self._ooo), 3 if self._ts_ok else 4)
+        if (self._ooo or self._dsack) and self._sack_ok:
+            n = len(self._ooo) + (1 if self._dsack else 0)
+            return self._mss - 4 - 8 * min(n, 3 if self._ts_ok else 4)
         return self._mss
 
     def _persist_interval(self) -> float:
@@ -893,8 +1102,12 @@ class TcpConnection:
     # Timers
 
     def on_timer(self, now: float) -> None:
+        if now >= self._t_pto:
+            self._on_pto(now)  # before the RTO: a PTO capped at the RTO goes first
         if now >= self._t_rtx:
             self._on_rto(now)
+        if now >= self._t_reo:
+            self._on_reo_timer(now)
         if now >= self._t_persist:
             self._on_persist(now)
         if now >= self._t_delack:
@@ -936,20 +1149,104 @@ class TcpConnection:
             self._close("timeout")
             return
         self._retries += 1
+        self.rto_count += 1
         flight = self.snd_max - self.snd_una
-        self.cc.on_rto(flight, now, self._retries > 1)
-        self._recover = self.snd_max  # RFC 6582 4
+        # RFC 5681 3.1: ssthresh only on the first timeout for this data
+        # (and not when recovery already reduced it).
+        self.cc.on_rto(flight, now, self._retries > 1 or self._ca == _RECOVERY
+                       or self._in_recovery)
+        self._recover = self.snd_max  # RFC 6582 4, RFC 6675 5.1 RecoveryPoint = HighData
         self._in_recovery = False
         self._dupacks = 0
         self._rtt_seq = None
         self.rto = min(self.rto * 2, cfg.rto_max)  # RFC 6298 5.5
-        self._peer_sacks = ()
+        self._tlp_high = None
+        self._t_pto = self._t_reo = _INF
+        sb = self._sb
+        if sb.segs and sb.segs[0].flags & SACKED:
+            sb.clear_sacks()  # the peer reneged on its SACKs (RFC 2018 8)
+        # RFC 6298 5.4 / RFC 6675 5.1: everything not SACKed is due again, from
+        # SND.UNA up (go-back-N over the scoreboard).
+        sb.mark_all_lost()
+        self._ca = _LOSS if self._sack_ok else _OPEN
         if log.isEnabledFor(_DEBUG):
             log.debug("%r: RTO #%d, rto=%.3f\n%s", self, self._retries, self.rto,
                       self.window_diagram())
-        # Go back N (RFC 5681 3.1 after a timeout): resend from SND.UNA.
-        self.snd_nxt = self.snd_una
-        self._retransmit_head(now)
+        self._retransmit_lost(now, True)
+        self._t_rtx = now + self.rto
+
+    def _on_reo_timer(self, now: float) -> None:
+        """RFC 8985 6.3: the reordering window of a pending segment ran out."""
+        self._t_reo = _INF
+        if self.state not in _SENDING_STATES or self.snd_una >= self.snd_max:
+            return
+        if self._rack_detect(now):
+            if self._ca == _OPEN:
+                self._enter_recovery(now, 0)
+            self._push(now)
+
+    def _arm_pto(self, now: float) -> None:
+        """RFC 8985 7.2: schedule a tail loss probe 2*SRTT after the last
+        transmission or ACK, plus the worst-case delayed ACK when a single
+        segment is out; never later than the RTO would fire (the probe then
+        goes at that time)."""
+        if self._ca != _OPEN or self._tlp_high is not None or self.snd_max <= self.snd_una \
+                or self.state not in _SENDING_STATES:
+            self._t_pto = _INF
+            return
+        srtt = self.srtt
+        if srtt is None:
+            pto = 1.0
+        else:
+            pto = 2 * srtt
+            if self.snd_max - self.snd_una <= self._mss:
+                pto += self.config.tlp_max_ack_delay
+            else:
+                pto += _TLP_MIN_GAP
+        t = now + pto
+        if self._t_rtx == _INF:
+            self._t_rtx = now + self.rto
+        if t > self._t_rtx:
+            t = self._t_rtx
+        self._t_pto = t
+
+    def _on_pto(self, now: float) -> None:
+        """RFC 8985 7.3: send one probe, new data if the windows allow, else
+        the highest segment again; then wait for the RTO."""
+        self._t_pto = _INF
+        if self.state not in _SENDING_STATES or self.snd_una >= self.snd_max \
+                or self._ca != _OPEN or self._tlp_high is not None:
+            return
+        sb = self._sb
+        data_end = self._snd_buf_seq + len(self._snd_buf)
+        nxt = self.snd_max
+        probe_new = nxt < data_end and nxt < self.snd_una + self.snd_wnd
+        if probe_new:
+            n = min(data_end - nxt, self._seg_mss(), self.snd_una + self.snd_wnd - nxt)
+            end = nxt + n
+            self._send_new(nxt, end, self._fin_queued and end == data_end, now)
+            self._tlp_retrans = False
+        else:
+            segs = sb.segs
+            if not segs or segs[-1].flags & SACKED:
+                self._t_rtx = min(self._t_rtx, now + self.rto)
+                return
+            i = len(segs) - 1
+            last = segs[i]
+            mss = self._seg_mss()
+            if min(last.end, data_end) - last.start > mss:
+                sb.split(i, max(min(last.end, data_end) - mss, last.start + 1))
+                i += 1
+            s = self._send_seg_again(i, now)
+            if not s.flags & LOST:
+                self._tx_count += 1
+                sb.on_retransmit(s, now, self._tx_count)
+            self._tlp_retrans = True
+            self._tlp_probe = (s.start, s.end)
+        self.tlp_count += 1
+        self._tlp_high = self.snd_max
+        if log.isEnabledFor(_DEBUG):
+            log.debug("%r: tail loss probe (%s)", self, "new data" if probe_new else "retransmit")
         self._t_rtx = now + self.rto
 
     def _on_persist(self, now: float) -> None:
@@ -957,25 +1254,19 @@ class TcpConnection:
         if self.state not in _SENDING_STATES:
             return
         data_end = self._snd_buf_seq + len(self._snd_buf)
-        pending = data_end > self.snd_nxt or (self._fin_queued and self._fin_seq is None)
+        pending = data_end > self.snd_max or (self._fin_queued and self._fin_seq is None)
         if not pending or self.snd_max > self.snd_una:
             return
         if self._probes >= self.config.max_retries:
             self._close("timeout")
             return
-        room = self.snd_una + self.snd_wnd - self.snd_nxt
-        if room > 0 and data_end > self.snd_nxt:
+        room = self.snd_una + self.snd_wnd - self.snd_max
+        if room > 0 and data_end > self.snd_max:
             # Some window, just too small for SWS avoidance: send what fits.
-            n = min(room, self._seg_mss(), data_end - self.snd_nxt)
-            nxt = self.snd_nxt
-            off = nxt - self._snd_buf_seq
+            nxt = self.snd_max
+            n = min(room, self._seg_mss(), data_end - nxt)
             end = nxt + n
-            flags = ACK | PSH if end == data_end else ACK
-            if end == data_end and self._fin_queued:
-                flags |= FIN
-                self._fin_seq = data_end
-            self._emit(flags, nxt, bytes(self._snd_buf[off:off + n]), now)
-            self._after_send(end + 1 if flags & FIN else end, now)
+            self._send_new(nxt, end, end == data_end and self._fin_queued, now)
             return
         # Zero window probe: an old sequence number makes the peer answer
         # with its current window.
@@ -1132,6 +1423,8 @@ class TcpConnection:
                 return
             if st is TIME_WAIT and flags & FIN:
                 self._t_close = now + 2 * self.config.msl  # retransmitted FIN
+            if plen and self._sack_ok and seq + plen <= rcv_nxt:
+                self._dsack = (seq, seq + plen)  # RFC 2883: report the duplicate
             self._oow_ack(now, seg_len, flags)
             return
 
@@ -1215,89 +1508,29 @@ class TcpConnection:
         # Sixth (URG) is not supported: urgent data is delivered inline.
         # Seventh and eighth: segment text and FIN (ignored once the peer's
         # FIN has come: CLOSE-WAIT, CLOSING, LAST-ACK).
+        if plen and not self._rcvbuf_locked:
+            self._rcv_rtt_measure(ts[1] if ts is not None and self._ts_ok else None, plen, now)
         if plen or flags & FIN:
             self._process_data(seq, payload, flags, now)
 
         if self.state in _SENDING_STATES:
             data_end = self._snd_buf_seq + len(self._snd_buf)
-            nxt = self.snd_nxt
-            if nxt < data_end or (nxt == data_end and self._fin_queued):
+            nxt = self.snd_max
+            if nxt < data_end or (nxt == data_end and self._fin_queued) \
+                    or self._sb.lost_hint != _INF:
                 self._push(now)
 
     def _process_ack(self, h: TcpHeader, seq: int, ack: int, plen: int, flags: int,
                      now: float) -> None:
-        """RFC 9293 3.10.7.4 fifth check for ESTABLISHED and later, with
-        RFC 5681 / RFC 6582 loss recovery and RFC 6298 RTT measurement."""
-        una = self.snd_una
+        """RFC 9293 3.10.7.4 fifth check for ESTABLISHED and later, with loss
+        recovery (SACK: RFC 6675 + RACK-TLP RFC 8985 + PRR RFC 6937; without
+        SACK: RFC 5681 / RFC 6582) and RFC 6298 RTT measurement."""
         wnd = h.window << self._snd_wscale
         self._probes = 0
         if self._sack_ok:
-            self._peer_sacks = h.options.sack_blocks
-        if ack > una:
-            acked = ack - una
-            flight = self.snd_max - una
-            buf_seq = self._snd_buf_seq
-            upto = buf_seq + len(self._snd_buf)
-            if ack < upto:
-                upto = ack
-            if upto > buf_seq:
-                del self._snd_buf[:upto - buf_seq]
-                self._snd_buf_seq = upto
-            self.snd_una = ack
-            if self.snd_nxt < ack:
-                self.snd_nxt = ack
-            # RTT: RFC 7323 4.2 (TSecr) or one timed segment (RFC 6298 3, Karn).
-            rtt = None
-            ts = h.options.timestamps
-            if self._ts_ok:
-                if ts is not None and ts[1]:
-                    r = (int(now * 1000) + self._ts_offset - ts[1]) & _M32
-                    if r < _HALF:
-                        rtt = r / 1000
-                        self._rtt_sample(rtt)
-            elif self._rtt_seq is not None and ack > self._rtt_seq:
-                rtt = now - self._rtt_time
-                self._rtt_seq = None
-                self._rtt_sample(rtt)
-            self._retries = 0
-            cc = self.cc
-            if self._in_recovery:
-                if ack >= self._recover:
-                    # Full ACK: RFC 6582 3.2 step 3.
-                    self._in_recovery = False
-                    self._dupacks = 0
-                    cc.on_exit_recovery(self.snd_max - ack)
-                else:
-                    # Partial ACK: retransmit the next hole, deflate.
-                    cc.on_partial_ack(acked)
-                    self._retransmit_head(now)
-                    if not self._partial_seen:
-                        self._partial_seen = True
-                        self._t_rtx = now + self.rto
-            else:
-                self._dupacks = 0
-                cc.on_ack(acked, flight, now, rtt)
-            if ack >= self.snd_max:
-                self._t_rtx = _INF
-            elif not (self._in_recovery and self._partial_seen and self._t_rtx != _INF):
-                self._t_rtx = now + self.rto
-        elif ack == una and self.snd_max > una and plen == 0 \
-                and not flags & (SYN | FIN) and wnd == self.snd_wnd:
-            # Duplicate ACK (RFC 5681 2).
-            self._dupacks += 1
-            if self._in_recovery:
-                self.cc.on_dupack_in_recovery()
-            elif self._dupacks == 3:
-                if ack > self._recover or self._recover == self.iss:
-                    # RFC 5681 3.2 fast retransmit; RFC 6582 3.2 step 2.
-                    self._in_recovery = True
-                    self._partial_seen = False
-                    self._recover = self.snd_max
-                    self.cc.on_enter_recovery(self.snd_max - una, now)
-                    if log.isEnabledFor(_DEBUG):
-                        log.debug("%r: fast retransmit\n%s", self, self.window_diagram())
-                    self._retransmit_head(now)
-                    self._t_rtx = now + self.rto
+            self._ack_sack(h, ack, now)
+        else:
+            self._ack_newreno(h, ack, plen, flags, wnd, now)
         # Window update (RFC 9293 3.10.7.4, SND.WL1/SND.WL2 rule).
         if self.snd_wl1 < seq or (self.snd_wl1 == seq and self.snd_wl2 <= ack):
             if ack >= self.snd_una:
@@ -1309,6 +1542,345 @@ class TcpConnection:
                 if wnd and self._t_persist != _INF:
                     self._t_persist = _INF
                     self._persist_backoff = 0
+        if not self._sndbuf_locked:
+            # Send buffer auto-tuning (as Linux's tcp_sndbuf_expand): room for
+            # two congestion windows, so the application keeps the pipe full.
+            want = 2 * self.cc.cwnd
+            cfg = self.config
+            if want > cfg.send_buffer:
+                cfg.send_buffer = want if want < cfg.send_buffer_max else \
+                    max(cfg.send_buffer_max, cfg.send_buffer)
+
+    def _drop_acked(self, ack: int) -> None:
+        buf_seq = self._snd_buf_seq
+        upto = buf_seq + len(self._snd_buf)
+        if ack < upto:
+            upto = ack
+        if upto > buf_seq:
+            del self._snd_buf[:upto - buf_seq]
+            self._snd_buf_seq = upto
+        self.snd_una = ack
+        if self.snd_nxt < ack:
+            self.snd_nxt = ack
+
+    def _ack_rtt(self, ts, first, last, newly, now: float):
+        """RTT from an ACK that advanced SND.UNA (RFC 7323 4.2: only those).
+        Feeds SRTT/RTO (RFC 6298) and min_RTT; returns the sample for the
+        congestion controller (the most recently sent segment's, if clean).
+
+        With timestamps the sample is now - TSecr, unless the echo is older
+        than the latest retransmission of the data this ACK covers: then it
+        belongs to the original transmission (say, a duplicate answered with a
+        stale TS.Recent after the first ACK was lost) and would add the
+        retransmission timeout to the RTT (Karn's concern; RFC 3522 uses the
+        same test). Without timestamps: Karn's rule on the segment records."""
+        ever_latest = None
+        if newly:
+            for s in newly:
+                if s.flags & EVER_RETRANS and (ever_latest is None or s.ts > ever_latest):
+                    ever_latest = s.ts
+        r = None
+        if self._ts_ok:
+            if ts is not None and ts[1]:
+                m = (int(now * 1000) + self._ts_offset - ts[1]) & _M32
+                if m < _HALF:
+                    m /= 1000
+                    if ever_latest is None or now - m >= ever_latest - 0.001:
+                        r = m
+        elif first is not None and ever_latest is None:
+            r = now - first.ts
+        if r is not None:
+            self._rtt_sample(r, now)
+        if last is not None and not last.flags & EVER_RETRANS:
+            return now - last.ts
+        return r
+
+    def _ack_newreno(self, h: TcpHeader, ack: int, plen: int, flags: int, wnd: int,
+                     now: float) -> None:
+        """A peer without SACK: RFC 5681 fast retransmit, RFC 6582 NewReno."""
+        una = self.snd_una
+        sb = self._sb
+        if ack > una:
+            acked = ack - una
+            flight = self.snd_max - una
+            self._drop_acked(ack)
+            first, last, newly = sb.ack(ack)
+            rtt = self._ack_rtt(h.options.timestamps, first, last, newly, now)
+            self._retries = 0
+            cc = self.cc
+            if self._in_recovery:
+                if ack >= self._recover:
+                    # Full ACK: RFC 6582 3.2 step 3.
+                    self._in_recovery = False
+                    self._dupacks = 0
+                    cc.on_exit_recovery(self.snd_max - ack, now)
+                else:
+                    # Partial ACK: retransmit the next hole, deflate.
+                    cc.on_partial_ack(acked)
+                    if sb.segs:
+                        sb.mark_lost(sb.segs[0])
+                        self._retransmit_lost(now, True)
+                    if not self._partial_seen:
+                        self._partial_seen = True
+                        self._t_rtx = now + self.rto
+            else:
+                self._dupacks = 0
+                cc.on_ack(acked, flight, now, rtt, self.srtt, ack, self.snd_max)
+            if ack >= self.snd_max:
+                self._t_rtx = _INF
+            elif not (self._in_recovery and self._partial_seen and self._t_rtx != _INF):
+                self._t_rtx = now + self.rto
+        elif ack == una and self.snd_max > una and plen == 0 \
+                and not flags & (SYN | FIN) and wnd == self.snd_wnd:
+            # Duplicate ACK (RFC 5681 2).
+            self._dupacks += 1
+            if self._in_recovery:
+                self.cc.on_dupack_in_recovery()
+            elif self._dupacks == _DUPTHRESH:
+                if ack > self._recover or self._recover == self.iss:
+                    # RFC 5681 3.2 fast retransmit; RFC 6582 3.2 step 2.
+                    self._in_recovery = True
+                    self._partial_seen = False
+                    self._recover = self.snd_max
+                    self.fast_recoveries += 1
+                    self.cc.on_enter_recovery(self.snd_max - una, now)
+                    if log.isEnabledFor(_DEBUG):
+                        log.debug("%r: fast retransmit\n%s", self, self.window_diagram())
+                    if sb.segs:
+                        sb.mark_lost(sb.segs[0])
+                        self._retransmit_lost(now, True)
+                    self._t_rtx = now + self.rto
+
+    def _ack_sack(self, h: TcpHeader, ack: int, now: float) -> None:
+        """A SACK peer. The common case (nothing lost, no SACK blocks, open
+        state) costs one bisect on the scoreboard and the controller's
+        on_ack; the scoreboard, RACK and PRR only run when there is loss."""
+        una = self.snd_una
+        sb = self._sb
+        cc = self.cc
+        opts = h.options
+        acked = 0
+        delivered = 0
+        rtt = None
+        flight = self.snd_max - una
+        if ack > una:
+            acked = ack - una
+            self._drop_acked(ack)
+            sacked_before = sb.sacked_out
+            first, last, newly = sb.ack(ack)
+            delivered = acked - (sacked_before - sb.sacked_out)
+            rtt = self._ack_rtt(opts.timestamps, first, last, newly, now)
+            if self._rack_on:
+                rack = self._rack
+                if newly is None:
+                    if last is not None:
+                        rack.update(last, now)
+                        if last.end > rack.fack:
+                            rack.fack = last.end
+                else:
+                    echo_ok = self._echo_check(opts.timestamps)
+                    for s in newly:
+                        rack.update(s, now, echo_ok)
+                        rack.note_delivered(s)
+            self._retries = 0
+        newly_sacked = 0
+        dsack = None
+        if opts.sack_blocks:
+            newly_sacked, dsack = self._on_sack_blocks(opts.sack_blocks, ack, now,
+                                                       opts.timestamps)
+            delivered += newly_sacked
+        if self._ca == _OPEN and sb.clean and dsack is None and self._tlp_high is None \
+                and self._t_reo == _INF:
+            if acked:
+                cc.on_ack(acked, flight, now, rtt, self.srtt, ack, self.snd_max)
+        else:
+            self._sack_recovery(ack, acked, flight, delivered, newly_sacked, dsack, rtt, now)
+        if acked:
+            if ack >= self.snd_max:
+                self._t_rtx = self._t_pto = self._t_reo = _INF
+            else:
+                self._t_rtx = now + self.rto  # RFC 6298 5.3
+                if self._tlp_on:
+                    self._arm_pto(now)
+
+    def _echo_check(self, ts):
+        """For RACK: a test whether this ACK's TSecr echoes a TSval sent at
+        or after a given time (None without timestamps)."""
+        if not self._ts_ok or ts is None or not ts[1]:
+            return None
+        tsecr = ts[1]
+        tsval = self._tsval
+        return lambda t: ((tsecr - tsval(t)) & _M32) < _HALF
+
+    def _on_sack_blocks(self, blocks, ack: int, now: float, ts=None):
+        """Unwrap and apply SACK blocks; returns (bytes newly SACKed, the
+        D-SACK range or None). A first block below the cumulative ACK, or
+        inside the second block, reports a duplicate (RFC 2883 4) and marks
+        nothing."""
+        una = self.snd_una
+        snd_max = self.snd_max
+        out = []
+        dsack = None
+        prev = None
+        for k, (l32, r32) in enumerate(blocks):
+            left = una + (((l32 - una + _HALF) & _M32) - _HALF)
+            right = left + ((r32 - l32) & _M32)
+            if right <= left:
+                continue
+            if k == 0:
+                if right <= ack:
+                    dsack = (left, right)
+                    continue
+                prev = (left, right)
+                continue
+            if k == 1 and prev is not None:
+                if left <= prev[0] and prev[1] <= right:
+                    dsack = prev
+                else:
+                    out.append(prev)
+                prev = None
+            out.append((left, right))
+        if prev is not None:
+            out.append(prev)
+        blocks_in = []
+        for left, right in out:
+            if left < una:
+                left = una
+            if right > snd_max:
+                right = snd_max
+            if left < right:
+                blocks_in.append((left, right))
+        if not blocks_in:
+            return 0, dsack
+        sb = self._sb
+        before = sb.sacked_out
+        newly = sb.sack(blocks_in)
+        if newly and self._rack_on:
+            rack = self._rack
+            echo_ok = self._echo_check(ts)
+            for s in newly:
+                rack.update(s, now, echo_ok)
+                rack.note_delivered(s)
+        return sb.sacked_out - before, dsack
+
+    def _sack_recovery(self, ack: int, acked: int, flight: int, delivered: int,
+                       newly_sacked: int, dsack, rtt, now: float) -> None:
+        sb = self._sb
+        cc = self.cc
+        if dsack is not None:
+            self.dsacks_received += 1
+            if self._rack_on:
+                self._rack.on_dsack(self.snd_una, self.snd_max)
+        # RFC 8985 7.4: did a tail loss probe repair a loss?
+        hi = self._tlp_high
+        if hi is not None:
+            if not self._tlp_retrans:
+                if ack >= hi:
+                    self._tlp_high = None
+            elif dsack is not None and dsack[0] < self._tlp_probe[1] \
+                    and dsack[1] > self._tlp_probe[0]:
+                self._tlp_high = None  # the original and the probe both arrived
+                self.spurious_rtx += 1
+            elif ack > hi:
+                self._tlp_high = None
+                if self._ca == _OPEN:
+                    cc.on_cwnd_reduction(self._pipe(), now)  # RFC 8985 7.4.2
+            elif not acked and not newly_sacked and dsack is None and ack >= hi:
+                self._tlp_high = None
+        # Loss detection.
+        if self._rack_on:
+            self._rack_detect(now)
+        else:
+            if acked:
+                self._dupacks = 0
+            if newly_sacked:
+                # RFC 6675: an ACK with new SACK information is a duplicate.
+                self._dupacks += 1
+                bound = sb.is_lost_bound(_DUPTHRESH, self._mss)
+                if bound > self.snd_una:
+                    sb.mark_lost_below(bound)
+                if self._dupacks >= _DUPTHRESH and self._ca == _OPEN and sb.segs:
+                    sb.mark_lost(sb.segs[0])  # RFC 6675 5 step (4.1)
+        ca = self._ca
+        if ca == _RECOVERY:
+            if ack >= self._recover:
+                self._exit_recovery(now)
+            else:
+                self._prr(delivered)
+                return
+        elif ca == _LOSS:
+            if ack >= self._recover:
+                self._ca = _OPEN
+                if self._rack_on:
+                    self._rack.on_recovery_exit()
+            else:
+                if acked:
+                    cc.on_ack(acked, flight, now, rtt, self.srtt, ack, self.snd_max)
+                return
+        if sb.lost_out:
+            self._enter_recovery(now, delivered)
+        elif acked and ca == _OPEN:
+            cc.on_ack(acked, flight, now, rtt, self.srtt, ack, self.snd_max)
+
+    def _rack_detect(self, now: float) -> bool:
+        """RFC 8985 6.2 step 5; arms the reordering timer for what may still
+        turn out lost."""
+        rack = self._rack
+        sb = self._sb
+        if rack.xmit_ts == -_INF or not sb.segs:
+            self._t_reo = _INF
+            return False
+        reo = rack.reo_wnd(self._ca != _OPEN, sb.sacked_out > (_DUPTHRESH - 1) * self._mss,
+                           self.srtt)
+        lost, wait = sb.rack_candidates_lost(now, rack.tx, rack.rtt, reo)
+        for s in lost:
+            sb.mark_lost(s)
+        if lost:
+            self.rack_losses += len(lost)
+        self._t_reo = now + wait if wait != _INF else _INF
+        return bool(lost)
+
+    def _enter_recovery(self, now: float, delivered: int) -> None:
+        """RFC 6675 5 / RFC 6937: fast recovery with PRR."""
+        self._ca = _RECOVERY
+        self._recover = self.snd_max  # RecoveryPoint = HighData
+        self.fast_recoveries += 1
+        flight = self.snd_max - self.snd_una
+        self.cc.on_enter_recovery(flight, now)
+        self._prr_delivered = 0
+        self._prr_out = 0
+        self._recover_fs = max(flight, 1)
+        self._tlp_high = None
+        self._t_pto = _INF
+        if log.isEnabledFor(_DEBUG):
+            log.debug("%r: fast recovery\n%s", self, self.window_diagram())
+        self._prr(delivered)
+
+    def _exit_recovery(self, now: float) -> None:
+        self._ca = _OPEN
+        self.cc.on_exit_recovery(self._pipe(), now, sack=True)
+        if self._rack_on:
+            self._rack.on_recovery_exit()
+
+    def _prr(self, delivered: int) -> None:
+        """RFC 6937 3: set cwnd so that what recovery sends tracks what was
+        delivered, ending near ssthresh (PRR-SSRB below it)."""
+        self._prr_delivered += delivered
+        mss = self._mss
+        pipe = self._sb.pipe(self.snd_max - self.snd_una)
+        ssthresh = self.cc.ssthresh
+        if pipe > ssthresh:
+            sndcnt = -(-self._prr_delivered * ssthresh // self._recover_fs) - self._prr_out
+        else:
+            limit = max(self._prr_delivered - self._prr_out, delivered) + mss
+            sndcnt = ssthresh - pipe
+            if limit < sndcnt:
+                sndcnt = limit
+        if sndcnt < 0:
+            sndcnt = 0
+        if self._prr_out == 0 and sndcnt < mss:
+            sndcnt = mss  # the fast retransmit goes out at once
+        self.cc.cwnd = pipe + sndcnt
 
     def _process_data(self, seq: int, payload, flags: int, now: float) -> None:
         """Seventh (text) and eighth (FIN) checks."""
@@ -1329,6 +1901,8 @@ class TcpConnection:
         if seq < rcv_nxt:
             cut = rcv_nxt - seq
             ack_now = True  # (partial) duplicate: tell the peer at once
+            if plen and self._sack_ok:
+                self._dsack = (seq, min(seq + plen, rcv_nxt))  # RFC 2883
             if cut >= plen:
                 if fin and seq + plen == rcv_nxt:
                     payload = b""
@@ -1377,7 +1951,8 @@ class TcpConnection:
             # Out of order: hold it (bounded by the window) and ACK at once
             # with SACK (RFC 5681 4.2, RFC 2018).
             if plen:
-                self._ooo_insert(seq, payload)
+                if not self._ooo_insert(seq, payload) and self._sack_ok:
+                    self._dsack = (seq, seq + plen)  # all of it was here already
                 rs = self._sack_recent
                 if seq in rs:
                     rs.remove(seq)
@@ -1387,15 +1962,17 @@ class TcpConnection:
                 self._ooo_fin = seq + plen
             self._send_ack(now)
 
-    def _ooo_insert(self, seq: int, payload) -> None:
+    def _ooo_insert(self, seq: int, payload) -> bool:
+        """Hold out-of-order data; False if every byte was held already."""
         ooo = self._ooo
         end = seq + len(payload)
         mv = memoryview(payload) if not isinstance(payload, memoryview) else payload
         i = bisect_right(ooo, seq, key=_start) - 1
+        added = False
         if i >= 0 and ooo[i][1] > seq:
             e = ooo[i][1]
             if e >= end:
-                return
+                return False
             mv = mv[e - seq:]
             seq = e
         i += 1
@@ -1403,14 +1980,17 @@ class TcpConnection:
             s, e, _ = ooo[i]
             if s > seq:
                 ooo.insert(i, (seq, s, bytes(mv[:s - seq])))
+                added = True
                 i += 1
             if e >= end:
-                return
+                return added
             mv = mv[e - seq:]
             seq = e
             i += 1
         if seq < end:
             ooo.insert(i, (seq, end, bytes(mv)))
+            added = True
+        return added
 
     def _ooo_pull(self, rcv_nxt: int) -> int:
         ooo = self._ooo

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
+from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -34,6 +36,19 @@ _ERRORS = {
 }
 
 
+#: RFC 792 destination unreachable and its codes (RFC 1122 4.2.3.9; the
+#: errno values are Linux's icmp_err_convert).
+_ICMP_DEST_UNREACHABLE = 3
+_UNREACH_FRAG_NEEDED = 4
+_UNREACH_ERRNO = {0: errno.ENETUNREACH, 1: errno.EHOSTUNREACH, 2: errno.ENOPROTOOPT,
+                  3: errno.ECONNREFUSED, 6: errno.ENETUNREACH, 7: errno.EHOSTUNREACH}
+
+#: States a normal stack exit closes with FIN (the application had not).
+_CLOSE_ON_EXIT = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT})
+#: States in which our FIN is sent or waits to be, not yet acknowledged.
+_CLOSING = frozenset({TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK})
+
+
 def error_for(reason: str | None) -> OSError:
     cls, code, text = _ERRORS.get(reason or "", (OSError, errno.EIO, f"connection failed ({reason})"))
     return cls(code, text)
@@ -42,10 +57,19 @@ def error_for(reason: str | None) -> OSError:
 class TcpLayer:
     """The stack's TCP: a table of connections and of listeners."""
 
-    def __init__(self, stack: Stack, secret: bytes):
+    def __init__(self, stack: Stack, secret: bytes, *, max_connections: int = 65536):
         self.stack = stack
         #: Settings new connections start from (each gets its own copy).
         self.config = TcpConfig()
+        #: Bound on the connection table (every state, TIME-WAIT and
+        #: handshakes included): connect() then fails with ENOBUFS and SYNs
+        #: are dropped, counted as "drop.tcp.too_many_connections".
+        self.max_connections = max_connections
+        #: connect() calls waiting for their handshake: key -> the error an
+        #: ICMP destination unreachable brought (RFC 1122 4.2.3.9), or None.
+        self._connecting: dict[tuple, OSError | None] = {}
+        #: Sockets close_all() ends without a RST (FIN-WAIT-2 after a graceful close).
+        self._quiet: set[TcpSocket] = set()
         self.connections: dict[tuple, TcpSocket] = {}
         self.listeners: dict[tuple[IPAddress | None, int], Listener] = {}
         self.isn = IsnGenerator(secret[:16], clock=trio.current_time)
@@ -104,8 +128,30 @@ class TcpLayer:
 
     def icmp_error(self, msg, quoted: bytes, inner: bytes) -> None:
         """ICMP errors quoting our segments (RFC 5927 hardening comes later):
-        for now counted only."""
+        counted; a destination unreachable quoting the SYN of a connect() in
+        progress fails that connect (as Linux does: EHOSTUNREACH, ...)."""
         self.stack.stats["tcp.icmp_error"] += 1
+        if msg.type != _ICMP_DEST_UNREACHABLE or msg.code == _UNREACH_FRAG_NEEDED or len(inner) < 8:
+            return
+        try:
+            local_ip = IPv4Address(quoted[12:16])
+            remote_ip = IPv4Address(quoted[16:20])
+        except ValueError:
+            return
+        key = (local_ip, int.from_bytes(inner[0:2], "big"), remote_ip,
+               int.from_bytes(inner[2:4], "big"))
+        if key not in self._connecting or self._connecting[key] is not None:
+            return
+        sock = self.connections.get(key)
+        # RFC 5927 4.1: only an ICMP quoting the SYN itself (its sequence
+        # number is our ISS, the one byte unacknowledged).
+        if sock is None or sock.machine.state is not TcpState.SYN_SENT or \
+                int.from_bytes(inner[4:8], "big") != sock.machine.iss:
+            return
+        code = _UNREACH_ERRNO.get(msg.code, errno.EHOSTUNREACH)
+        self._connecting[key] = OSError(code, f"{os.strerror(code)} (ICMP type {msg.type} code "
+                                              f"{msg.code} from the network)")
+        sock.wake()
 
     # --- connections ------------------------------------------------------------
 
@@ -116,6 +162,13 @@ class TcpLayer:
     def forget(self, sock: TcpSocket) -> None:
         if self.connections.get(sock.key) is sock:
             del self.connections[sock.key]
+            machine = sock.machine
+            if not machine.closed and sock not in self._quiet:
+                # Its task ended with the connection open: cancelled from
+                # outside (a cancelled scope around the stack) or failed.
+                # Nobody serves it any more: reset it (nothing in TIME-WAIT).
+                machine.abort(trio.current_time())
+                sock.flush()
 
     def port_in_use(self, local_ip, port: int, remote_ip=None, remote_port=None) -> bool:
         if (None, port) in self.listeners or (local_ip, port) in self.listeners:
@@ -134,6 +187,9 @@ class TcpLayer:
         await trio.lowlevel.checkpoint_if_cancelled()
         path = self.stack.path_to(dst)
         src = path.source
+        if len(self.connections) >= self.max_connections:
+            raise OSError(errno.ENOBUFS, f"too many connections ({self.max_connections}, "
+                                         "Stack(max_connections=...))")
         if local_port:
             if self.port_in_use(src, local_port, dst, port):
                 raise OSError(errno.EADDRINUSE, f"{src}:{local_port} -> {dst}:{port} is in use")
@@ -147,25 +203,59 @@ class TcpLayer:
                                         self.new_config(path.mtu), now)
         sock = TcpSocket(self, machine, key)
         self.register(sock)
+        self._connecting[key] = None
         try:
             while not machine.established:
+                failure = self._connecting.get(key)
+                if failure is not None:
+                    raise failure
                 if machine.error is not None or sock.done:
                     raise error_for(machine.error or "reset")
                 await sock.wait_change()
         except BaseException:
             if not machine.closed:
                 machine.abort(trio.current_time())
-                sock.flush()
+                sock.flush()  # CLOSED now: flush() ends the task
             raise
+        finally:
+            del self._connecting[key]
         return Stream(sock)
 
-    def close_all(self) -> None:
-        """Reset every connection (the stack is going away)."""
-        now = trio.current_time()
-        for sock in list(self.connections.values()):
-            if not sock.machine.closed:
-                sock.machine.abort(now)
-                sock.flush()
-            sock.terminate()
+    async def close_gracefully(self, timeout: float) -> None:
+        """The stack exits normally: close the listeners (connections nobody
+        accepted are reset), close every open connection with FIN after its
+        buffered data (RST if unread data is left, as ``Stream.aclose``), and
+        wait up to ``timeout`` seconds until each has finished or reached
+        TIME-WAIT or FIN-WAIT-2 (our data and FIN acknowledged). Handshakes
+        in progress are not waited for. ``close_all`` then resets what is
+        left."""
         for listener in list(self.listeners.values()):
             listener._close_now()
+        now = trio.current_time()
+        socks = list(self.connections.values())
+        for sock in socks:
+            if sock.machine.state in _CLOSE_ON_EXIT:
+                sock.machine.close(now)
+                sock.flush()
+        with trio.move_on_after(timeout):
+            for sock in socks:
+                while not sock.done and sock.machine.state in _CLOSING:
+                    await sock.wait_change()
+
+    def close_all(self, *, graceful: bool = False) -> None:
+        """End every connection (the stack is going away): reset it, except
+        in TIME-WAIT and, after ``close_gracefully`` (``graceful``), in
+        FIN-WAIT-2, where the peer has all our data and our FIN: those end
+        silently."""
+        now = trio.current_time()
+        for listener in list(self.listeners.values()):
+            listener._close_now()
+        for sock in list(self.connections.values()):
+            machine = sock.machine
+            if graceful and machine.state is TcpState.FIN_WAIT_2:
+                self._quiet.add(sock)  # forget() must not reset it
+            elif not machine.closed:
+                machine.abort(now)
+                sock.flush()
+            sock.terminate()
+            self._quiet.discard(sock)

@@ -57,6 +57,9 @@ class Listener(trio.abc.Listener[Stream]):
             stats.drop("tcp.accept_queue_full")
             return
         layer = self._layer
+        if len(layer.connections) >= layer.max_connections:
+            stats.drop("tcp.too_many_connections")
+            return
         try:
             path = layer.stack.path_to(remote_ip)
         except OSError:
@@ -125,7 +128,11 @@ class Listener(trio.abc.Listener[Stream]):
 async def open_listener(layer: TcpLayer, port: int, address, backlog: int | None) -> Listener:
     if backlog is None:
         backlog = DEFAULT_BACKLOG
-    backlog = max(1, min(int(backlog), 65535))
+    elif isinstance(backlog, bool) or not isinstance(backlog, int):
+        raise TypeError(f"backlog must be an int or None, not {type(backlog).__name__}")
+    elif backlog < 0:
+        raise ValueError(f"backlog must be >= 0, not {backlog}")
+    backlog = max(1, min(backlog, 65535))  # as Linux clamps it (somaxconn)
     if port == 0:
         port = layer.ports.allocate(address, None, 0, lambda p: layer.port_in_use(address, p))
     elif layer.port_in_use(address, port) if address is None else (

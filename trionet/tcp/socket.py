@@ -13,10 +13,11 @@ import logging
 import math
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from ..wire.ipv4 import PROTO_TCP
-from ..wire.tcp import build_tcp
+from ..wire.tcp import ACK, FIN, PSH, TCP_MIN_HEADER_LEN, build_tcp, options_length
 from .connection import TcpConnection, TcpState
 
 if TYPE_CHECKING:
@@ -27,6 +28,57 @@ log = logging.getLogger("trionet.tcp")
 
 #: Segments that may wait for one connection's task before more are dropped.
 SEGMENT_QUEUE = 512
+
+_M32 = 0xFFFFFFFF
+
+
+def _send_coalesced(stack, path, local_ip, remote_ip, out: list) -> None:
+    """Send ``out`` on a path with TSO: each run of data segments with
+    consecutive sequence numbers, the same length (the last may be shorter)
+    and the same ACK, window and options goes as one segment of up to
+    ``path.tso_max`` bytes, which the link cuts back into that length
+    (GSO). A run starts with plain ACK segments; its last one may carry PSH
+    or FIN, which GSO leaves on the last piece only (Linux tcp_gso_segment)."""
+    compute = not path.offload
+    send = stack.ip_send
+    n = len(out)
+    runs = 0
+    i = 0
+    while i < n:
+        header, payload = out[i]
+        size = len(payload)
+        j = i + 1
+        if size and header.flags == ACK and j < n:
+            opts = header.options
+            room = path.tso_max - 20 - TCP_MIN_HEADER_LEN - options_length(opts)
+            limit = i + room // size  # segments that fit in one datagram
+            seq = (header.seq + size) & _M32
+            ack, window = header.ack, header.window
+            while j < n and j < limit:
+                h, p = out[j]
+                plen = len(p)
+                if (h.seq != seq or not plen or plen > size or h.ack != ack
+                        or h.window != window or h.flags & ~(PSH | FIN) != ACK
+                        or (h.options is not opts and h.options != opts)):
+                    break
+                j += 1
+                if plen < size or h.flags != ACK:
+                    break  # a short or a PSH/FIN segment ends the run
+                seq = (seq + plen) & _M32
+        if j - i > 1:
+            last = out[j - 1][0]
+            if last.flags != ACK:
+                header = attrs.evolve(header, flags=last.flags)
+            payload = b"".join([p for _, p in out[i:j]])
+            runs += 1
+            segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
+            send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True, gso_size=size)
+        else:
+            segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
+            send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
+        i = j
+    if runs:
+        stack.stats["tcp.tx_coalesced"] += runs
 
 
 class TcpSocket:
@@ -120,13 +172,22 @@ class TcpSocket:
             except OSError:
                 stack.stats["drop.tcp.no_route"] += len(out)
             else:
-                compute = not path.offload
                 local_ip, remote_ip = self.local_ip, self.remote_ip
-                send = stack.ip_send
-                for header, payload in out:
-                    segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
-                    send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
+                if path.tso_max and len(out) > 1:
+                    _send_coalesced(stack, path, local_ip, remote_ip, out)
+                else:
+                    compute = not path.offload
+                    send = stack.ip_send
+                    for header, payload in out:
+                        segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
+                        send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
                 stack.stats["tcp.tx"] += len(out)
+        if machine.closed and not self._done:
+            # Closed from outside its task (abort, RST on close, a failed
+            # connect): nothing more will come, so end the task and free the
+            # 4-tuple now instead of waiting for a segment that never arrives.
+            self.terminate()
+            return
         if self._scope is not None:
             deadline = machine.next_deadline
             if self._scope.deadline != deadline:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import trio
@@ -15,15 +16,48 @@ DEFAULT_RECEIVE_SIZE = 65536
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
 _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 
-#: Settings ``setsockopt`` takes: name -> (TcpConfig attribute, converter).
+#: Largest send_buffer / receive_buffer (the window scale allows 1 GiB, RFC 7323 2.3).
+MAX_BUFFER = 1 << 30
+
+
+def _flag(name: str, value: Any) -> bool:
+    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
+        return bool(value)
+    raise TypeError(f"{name} must be a bool, not {value!r}")
+
+
+def _seconds(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
+    if not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive finite number of seconds, not {value}")
+    return float(value)
+
+
+def _count(name: str, value: Any, low: int, high: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low}-{high}, not {value}")
+    return value
+
+
+def _text(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
+    return value  # the connection names the valid choices if it is unknown
+
+
+#: Settings ``setsockopt`` takes: name -> (TcpConfig attribute, checker).
 _OPTIONS = {
-    "nodelay": ("nodelay", bool),
-    "keepalive": ("keepalive", bool),
-    "keepalive_idle": ("keepalive_idle", float),
-    "keepalive_interval": ("keepalive_interval", float),
-    "keepalive_count": ("keepalive_count", int),
-    "send_buffer": ("send_buffer", int),
-    "receive_buffer": ("receive_buffer", int),
+    "nodelay": ("nodelay", _flag),
+    "keepalive": ("keepalive", _flag),
+    "keepalive_idle": ("keepalive_idle", _seconds),
+    "keepalive_interval": ("keepalive_interval", _seconds),
+    "keepalive_count": ("keepalive_count", lambda n, v: _count(n, v, 1, 255)),
+    "send_buffer": ("send_buffer", lambda n, v: _count(n, v, 1, MAX_BUFFER)),
+    "receive_buffer": ("receive_buffer", lambda n, v: _count(n, v, 1, MAX_BUFFER)),
+    "congestion": ("congestion", _text),
 }
 
 
@@ -86,21 +120,23 @@ class Stream(trio.abc.HalfCloseableStream):
         return self._machine.window_diagram()
 
     def setsockopt(self, name: str, value: Any) -> None:
-        """Set one of: nodelay, keepalive, keepalive_idle, keepalive_interval,
-        keepalive_count, send_buffer, receive_buffer."""
+        """Set one of: nodelay, keepalive (bools), keepalive_idle,
+        keepalive_interval (seconds > 0), keepalive_count (1-255),
+        send_buffer, receive_buffer (bytes, 1 to 1 GiB). ValueError for an
+        unknown name or a value out of range, TypeError for a wrong type."""
+        if not isinstance(name, str):
+            raise TypeError(f"option name must be a str, not {type(name).__name__}")
         try:
             attribute, convert = _OPTIONS[name]
         except KeyError:
             raise ValueError(f"unknown option {name!r}; known: {', '.join(_OPTIONS)}") from None
-        value = convert(value)
-        if attribute in ("keepalive_idle", "keepalive_interval") and value <= 0:
-            raise ValueError(f"{name} must be positive, not {value}")
-        if attribute in ("keepalive_count", "send_buffer", "receive_buffer") and value < 1:
-            raise ValueError(f"{name} must be at least 1, not {value}")
+        value = convert(name, value)
         self._machine.set_option(attribute, value, trio.current_time())
         self._sock.flush()
 
     def getsockopt(self, name: str) -> Any:
+        if not isinstance(name, str):
+            raise TypeError(f"option name must be a str, not {type(name).__name__}")
         try:
             attribute, _ = _OPTIONS[name]
         except KeyError:
