@@ -13,20 +13,26 @@ import secrets
 
 import trio
 
-from .base import Link
+from .base import Link, check_whole_number
 
 _ETH_HEADER = 14
 
 
+def _number(name: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a number, not {type(value).__name__} {value!r}")
+    return float(value)
+
+
 def _probability(name: str, value: float) -> float:
-    value = float(value)
+    value = _number(name, value)
     if not 0.0 <= value <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
     return value
 
 
 def _non_negative(name: str, value: float) -> float:
-    value = float(value)
+    value = _number(name, value)
     if not value >= 0.0 or math.isinf(value):
         raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
     return value
@@ -264,10 +270,8 @@ def virtual_cable(*, mtu: int = 1500, latency: float = 0.0, loss: float = 0.0,
     ``corrupt > 0`` (then checksums must catch the damage). ``capacity``
     bounds the frames waiting at each end.
     """
-    if mtu < 1:
-        raise ValueError(f"mtu must be positive, got {mtu!r}")
-    if capacity < 1:
-        raise ValueError(f"capacity must be positive, got {capacity!r}")
+    check_whole_number("mtu", mtu, 1)
+    check_whole_number("capacity", capacity, 1)
     if seed is None:
         seed = secrets.randbits(64)
     if checksum_offload is None:

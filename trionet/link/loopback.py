@@ -4,7 +4,7 @@ from collections import deque
 
 import trio
 
-from .base import Link
+from .base import Link, check_whole_number
 
 _ETH_HEADER = 14
 
@@ -25,10 +25,8 @@ class LoopbackLink(Link):
 
     def __init__(self, *, mtu: int = 65535, capacity: int = 4096) -> None:
         super().__init__()
-        if mtu < 1:
-            raise ValueError(f"mtu must be positive, got {mtu!r}")
-        if capacity < 1:
-            raise ValueError(f"capacity must be positive, got {capacity!r}")
+        check_whole_number("mtu", mtu, 1)
+        check_whole_number("capacity", capacity, 1)
         self.mtu = mtu
         self.capacity = capacity
         self._queue: deque[bytes] = deque()

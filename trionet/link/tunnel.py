@@ -6,7 +6,7 @@ import socket
 
 import trio
 
-from .base import Link
+from .base import Link, check_whole_number
 
 _ETH_HEADER = 14
 _RCVBUF = 1 << 21
@@ -52,8 +52,7 @@ class UdpTunnelLink(Link):
 
     def __init__(self, local, remote, *, mtu: int = 1500) -> None:
         super().__init__()
-        if mtu < 68:
-            raise ValueError(f"mtu must be at least 68 (RFC 791), got {mtu!r}")
+        check_whole_number("mtu", mtu, 68)  # RFC 791
         local_family, local_addr = _resolve("local", local)
         remote_family, remote_addr = _resolve("remote", remote)
         if local_family != remote_family:
