@@ -19,7 +19,7 @@ import pytun
 import trio
 
 from ..wire.checksum import internet_checksum, ones_complement_sum
-from .base import Link
+from .fd import FdLink
 
 log = logging.getLogger("trionet.link.tap")
 
@@ -222,7 +222,7 @@ def checksums_ok(frame) -> bool:
     return True
 
 
-class TapLink(Link):
+class TapLink(FdLink):
     """A TAP device (``IFF_TAP | IFF_NO_PI``), opened with python-pytun.
 
     Attaches to an existing persistent TAP that belongs to this user, or
@@ -487,47 +487,14 @@ class TapLink(Link):
             stats["rx_dropped_checksum"] += bad
         return frames
 
-    async def receive_batch(self, max_frames: int = 64) -> list[bytes]:
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be at least 1, got {max_frames!r}")
-        if self._closed:
-            raise trio.ClosedResourceError("link was closed")
-        if self._broken is not None:
-            raise trio.BrokenResourceError(self._broken)
-        # Read first; one checkpoint per batch: cancel point before reading
-        # (so no frame is lost to a cancellation), schedule point after.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        frames = self._read_some(max_frames)
-        if frames:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return frames
-        while True:
-            if self._broken is not None:
-                raise trio.BrokenResourceError(self._broken)
+    def _release_fd(self) -> None:
+        if self._dev is not None:
+            self._dev.close()
+        else:
+            # A persistent device keeps its offload settings: leave
+            # it as a plain TAP for whoever opens it next.
             try:
-                await trio.lowlevel.wait_readable(self._fd)
-            except trio.ClosedResourceError:
-                raise trio.ClosedResourceError("link was closed") from None
-            if self._closed:
-                raise trio.ClosedResourceError("link was closed")
-            frames = self._read_some(max_frames)
-            if frames:
-                return frames
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                trio.lowlevel.notify_closing(self._fd)
-            finally:
-                if self._dev is not None:
-                    self._dev.close()
-                else:
-                    # A persistent device keeps its offload settings: leave
-                    # it as a plain TAP for whoever opens it next.
-                    try:
-                        _ioctl(self._fd, _TUNSETOFFLOAD, 0)
-                    except OSError:
-                        pass
-                    os.close(self._fd)
-        await trio.lowlevel.checkpoint()
+                _ioctl(self._fd, _TUNSETOFFLOAD, 0)
+            except OSError:
+                pass
+            os.close(self._fd)

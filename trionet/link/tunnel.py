@@ -6,7 +6,8 @@ import socket
 
 import trio
 
-from .base import Link, check_whole_number
+from .base import check_whole_number
+from .fd import FdLink
 
 _ETH_HEADER = 14
 _RCVBUF = 1 << 21
@@ -35,7 +36,7 @@ def _resolve(what: str, address) -> tuple[int, tuple]:
     return socket.AF_INET6, (str(ip), port, 0, 0)
 
 
-class UdpTunnelLink(Link):
+class UdpTunnelLink(FdLink):
     """Carries Ethernet frames one per UDP datagram between ``local`` and
     ``remote`` (each a ``(host, port)``; local port 0 picks a free one, see
     ``local_address``). Two links pointing at each other form a cable.
@@ -169,38 +170,5 @@ class UdpTunnelLink(Link):
             stats["rx_frames"] += len(frames)
         return frames
 
-    async def receive_batch(self, max_frames: int = 64) -> list[bytes]:
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be at least 1, got {max_frames!r}")
-        if self._closed:
-            raise trio.ClosedResourceError("link was closed")
-        if self._broken is not None:
-            raise trio.BrokenResourceError(self._broken)
-        # Read first; one checkpoint per batch: cancel point before reading
-        # (so no frame is lost to a cancellation), schedule point after.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        frames = self._read_some(max_frames)
-        if frames:
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            return frames
-        while True:
-            if self._broken is not None:
-                raise trio.BrokenResourceError(self._broken)
-            try:
-                await trio.lowlevel.wait_readable(self._fd)
-            except trio.ClosedResourceError:
-                raise trio.ClosedResourceError("link was closed") from None
-            if self._closed:
-                raise trio.ClosedResourceError("link was closed")
-            frames = self._read_some(max_frames)
-            if frames:
-                return frames
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            try:
-                trio.lowlevel.notify_closing(self._fd)
-            finally:
-                self._sock.close()
-        await trio.lowlevel.checkpoint()
+    def _release_fd(self) -> None:
+        self._sock.close()
