@@ -47,6 +47,7 @@ _TS_OPT_LEN = 12           # NOP NOP TS
 _DEFAULT_MSS_V4 = 536      # RFC 9293 3.7.1
 _DEFAULT_MSS_V6 = 1220
 _MIN_MSS = 88              # smallest peer MSS honoured (Linux TCP_MIN_MSS)
+_MIN_PMTU = 552            # smallest path MTU ICMP may set (Linux ip_rt_min_pmtu)
 _MAX_WSCALE = 14           # RFC 7323 2.3
 _PAWS_IDLE = 24 * 86400.0  # RFC 7323 5.5: TS.Recent older than 24 days is invalid
 _WSCALE_BUFFER = 4 << 20   # window scale chosen so buffers up to 4 MiB fit (Linux: 7)
@@ -154,6 +155,13 @@ def _wscale_for(buffer: int) -> int:
     return shift
 
 
+def our_window_scale(cfg: TcpConfig) -> int:
+    """The window scale we announce for a connection with ``cfg`` (SYN
+    cookies recompute it when the ACK comes)."""
+    return _wscale_for(max(cfg.receive_buffer, _WSCALE_BUFFER,
+                           cfg.receive_buffer_max if cfg.autotune else 0))
+
+
 class TcpConnection:
     """One TCP connection's protocol state. See the module docstring."""
 
@@ -185,6 +193,9 @@ class TcpConnection:
         "_t_rtx", "_t_persist", "_t_delack", "_t_keepalive", "_t_close", "_t_pto", "_t_reo",
         # misc
         "_last_recv", "_ka_probes", "_chal_start", "_chal_count", "_oow_last", "_app_closed",
+        # RFC 5961 challenge ACKs sent / held back by the rate limit; the last
+        # soft ICMP error (RFC 1122 4.2.3.9)
+        "challenge_acks", "challenge_acks_limited", "soft_error",
     )
 
     def __init__(self, local, remote, iss: int, config: TcpConfig, now: float,
@@ -235,8 +246,7 @@ class TcpConnection:
         self._snd_wscale = 0
         self._rcv_wscale = 0
         self._ws_ok = False
-        self._our_wscale = _wscale_for(max(cfg.receive_buffer, _WSCALE_BUFFER,
-                                           cfg.receive_buffer_max if cfg.autotune else 0))
+        self._our_wscale = our_window_scale(cfg)
         self._peer_mss = _DEFAULT_MSS_V6 if getattr(remote[0], "version", 4) == 6 \
             else _DEFAULT_MSS_V4
         self._mss = min(self._peer_mss, cfg.mss)
@@ -303,6 +313,9 @@ class TcpConnection:
         self._chal_count = 0
         self._oow_last = -_INF
         self._app_closed = False
+        self.challenge_acks = 0
+        self.challenge_acks_limited = 0
+        self.soft_error: str | None = None
 
     # ------------------------------------------------------------------
     # Opening
@@ -328,6 +341,32 @@ class TcpConnection:
         self._on_peer_syn(syn, now)
         self._set_state(SYN_RECEIVED)
         self._send_syn(now)
+        self._update_deadline()
+        return self
+
+    @classmethod
+    def from_cookie(cls, local, remote, ack: TcpHeader, iss: int, peer_mss: int,
+                    snd_wscale: int | None, sack: bool, config: TcpConfig, now: float,
+                    ts_offset: int) -> TcpConnection:
+        """Passive open from the ACK of a SYN cookie (RFC 4987 3.6): our
+        SYN-ACK (ISS ``iss``) went out without state, the options come
+        decoded from the cookie. Straight to ESTABLISHED; the ACK's data, if
+        any, is the caller's to deliver next. Timestamps are on when the ACK
+        carries them (our cookie SYN-ACK offered them only then)."""
+        self = cls(local, remote, iss, config, now, ts_offset)
+        self._passive = True
+        ts = ack.options.timestamps
+        syn = TcpHeader(ack.src_port, ack.dst_port, (ack.seq - 1) & _M32, 0, SYN, ack.window, 0,
+                        TcpOptions(mss=peer_mss,
+                                   window_scale=snd_wscale if ts is not None else None,
+                                   sack_permitted=sack and ts is not None,
+                                   timestamps=(ts[0], 0) if ts is not None else None))
+        self._on_peer_syn(syn, now)
+        self.snd_una = self.snd_nxt = self.snd_max = self.iss + 1
+        self._establish(now)
+        self.snd_wnd = self.max_snd_wnd = ack.window << self._snd_wscale
+        self.snd_wl1 = self.rcv_nxt
+        self.snd_wl2 = self.snd_una
         self._update_deadline()
         return self
 
@@ -490,6 +529,9 @@ class TcpConnection:
             "send_buffer": self.config.send_buffer,
             "receive_buffer": self.config.receive_buffer,
             "rcv_rtt": self._rcv_rtt,
+            "challenge_acks": self.challenge_acks,
+            "challenge_acks_limited": self.challenge_acks_limited,
+            "soft_error": self.soft_error,
             "error": self.error,
         }
 
@@ -616,7 +658,10 @@ class TcpConnection:
             self._chal_count = 0
         if self._chal_count < self.config.challenge_ack_limit:
             self._chal_count += 1
+            self.challenge_acks += 1
             self._send_ack(now)
+        else:
+            self.challenge_acks_limited += 1
 
     def _oow_ack(self, now: float, seg_len: int, flags: int) -> None:
         """ACK an unacceptable segment (RFC 9293 3.10.7.4 first check). Pure
@@ -933,6 +978,58 @@ class TcpConnection:
                 return 0 < ((ts[0] - self._ts_recent) & _M32) < _HALF
         seq = self.rcv_nxt + (((syn.seq - self.rcv_nxt + _HALF) & _M32) - _HALF)
         return seq > self.rcv_nxt
+
+    # ------------------------------------------------------------------
+    # ICMP (the caller checked that the quoted sequence number lies in
+    # SND.UNA..SND.NXT, RFC 5927 4.1)
+
+    def on_icmp_error(self, icmp_type: int, code: int, now: float) -> bool:
+        """An ICMP destination unreachable (type 3, not "fragmentation
+        needed"), time exceeded (11) or parameter problem (12). For a
+        handshake we answered (passive SYN-RECEIVED), net or host
+        unreachable or time exceeded ends it without a RST (the SYN was
+        likely spoofed; as Linux's tcp_req_err): returns True. Otherwise the
+        error is soft (RFC 1122 4.2.3.9; RFC 5927 4.2 treats hard errors as
+        soft in synchronized states): recorded in ``soft_error``."""
+        if self.state is SYN_RECEIVED and self._passive and (
+                icmp_type == 11 or (icmp_type == 3 and code in (0, 1, 6, 7))):
+            self._close("unreachable")
+            self._update_deadline()
+            return True
+        self.soft_error = f"ICMP type {icmp_type} code {code}"
+        return False
+
+    def on_path_mtu(self, mtu: int, now: float) -> bool:
+        """ICMP "fragmentation needed" with the next-hop ``mtu`` (RFC 1191):
+        lower the MSS to fit (never below what an MTU of 552 allows, Linux's
+        min_pmtu: smaller reports are likely forged, RFC 5927 7), and resend
+        at once what no longer fits, without a congestion response (as
+        Linux's tcp_simple_retransmit). True if the MSS went down."""
+        if self.state not in _SENDING_STATES:
+            return False
+        mss = max(mtu, _MIN_PMTU) - 40 - (_TS_OPT_LEN if self._ts_ok else 0)
+        if mss >= self._mss:
+            return False
+        self._mss = mss
+        self.cc.set_mss(mss)
+        sb = self._sb
+        data_end = self._snd_buf_seq + len(self._snd_buf)
+        marked = False
+        for s in sb.segs:
+            if min(s.end, data_end) - s.start > mss and sb.mark_lost(s):
+                marked = True
+        if marked:
+            if self._ca != _LOSS:
+                self._recover = self.snd_max
+                if self._sack_ok:
+                    self._ca = _LOSS
+            self._tlp_high = None
+            self._t_pto = _INF
+            self._retransmit_lost(now, True)
+            if self._t_rtx == _INF:
+                self._t_rtx = now + self.rto
+        self._update_deadline()
+        return True
 
     # ------------------------------------------------------------------
     # Sending
@@ -1446,17 +1543,14 @@ class TcpConnection:
             self._challenge_ack(now)
             return
 
-        # RFC 7323 4.3: TS.Recent update.
-        if ts is not None and self._ts_ok and seq <= self._last_ack_sent and \
-                ((ts[0] - self._ts_recent) & _M32) < _HALF:
-            self._ts_recent = ts[0]
-            self._ts_recent_stamp = now
+        # RFC 7323 4.3: TS.Recent update, once the ACK is found acceptable
+        # too (as Linux): a segment dropped below must not move it.
+        ts_update = ts is not None and self._ts_ok and seq <= self._last_ack_sent and \
+            ((ts[0] - self._ts_recent) & _M32) < _HALF
 
         # Fifth: ACK.
         if not flags & ACK:
             return
-        self._last_recv = now
-        self._ka_probes = 0
         ack = self.snd_una + (((h.ack - self.snd_una + _HALF) & _M32) - _HALF)
         if st is SYN_RECEIVED:
             if self.snd_una < ack <= self.snd_max:
@@ -1479,6 +1573,12 @@ class TcpConnection:
         if ack < self.snd_una - self.max_snd_wnd:
             self._challenge_ack(now)  # RFC 5961 5.2
             return
+        # Only an acceptable segment counts as a sign of life (keepalive).
+        self._last_recv = now
+        self._ka_probes = 0
+        if ts_update:
+            self._ts_recent = ts[0]
+            self._ts_recent_stamp = now
         if st is not TIME_WAIT:
             self._process_ack(h, seq, ack, plen, flags, now)
             st = self.state

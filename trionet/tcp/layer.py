@@ -18,6 +18,7 @@ from ..wire.errors import WireError
 from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp, parse_tcp
 from ..wire.ipv4 import PROTO_TCP
 from .connection import TcpConfig, TcpConnection, TcpState, reset_for
+from .cookies import SynCookies
 from .isn import EphemeralPortAllocator, IsnGenerator
 from .socket import TcpSocket
 
@@ -40,6 +41,16 @@ _ERRORS = {
 #: errno values are Linux's icmp_err_convert).
 _ICMP_DEST_UNREACHABLE = 3
 _UNREACH_FRAG_NEEDED = 4
+_ICMP_TIME_EXCEEDED = 11
+_ICMP_PARAMETER_PROBLEM = 12
+#: The ICMP errors TCP acts on (RFC 5927 2; source quench is ignored,
+#: RFC 6633, and so are redirects).
+_ICMP_TCP_ERRORS = frozenset({_ICMP_DEST_UNREACHABLE, _ICMP_TIME_EXCEEDED,
+                              _ICMP_PARAMETER_PROBLEM})
+#: RFC 1191 7: MTU plateaus, for routers that report no next-hop MTU.
+_MTU_PLATEAUS = (32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68)
+_M32 = 0xFFFFFFFF
+_HALF = 1 << 31
 _UNREACH_ERRNO = {0: errno.ENETUNREACH, 1: errno.EHOSTUNREACH, 2: errno.ENOPROTOOPT,
                   3: errno.ECONNREFUSED, 6: errno.ENETUNREACH, 7: errno.EHOSTUNREACH}
 
@@ -73,6 +84,12 @@ class TcpLayer:
         self.connections: dict[tuple, TcpSocket] = {}
         self.listeners: dict[tuple[IPAddress | None, int], Listener] = {}
         self.isn = IsnGenerator(secret[:16], clock=trio.current_time)
+        #: SYN cookies (RFC 4987 3.6), as Linux's tcp_syncookies: 0 never
+        #: (SYNs beyond the SYN queue are dropped), 1 when a listener's SYN
+        #: queue is full or the connection table nearly so (the default), 2
+        #: for every SYN.
+        self.syncookies = 1
+        self.cookies = SynCookies(secret)
         self.ports = EphemeralPortAllocator(secret=secret[16:], rng=stack._rng)
 
     def new_config(self, mtu: int) -> TcpConfig:
@@ -102,10 +119,13 @@ class TcpLayer:
                     raise WireError("tcp.connection_queue_full")
                 return
         listener = self._listener_for(ip.dst, header.dst_port)
-        flags = header.flags
-        if listener is not None and flags & (SYN | ACK | RST) == SYN:
-            listener._on_syn(ip.dst, ip.src, header)
-            return
+        if listener is not None:
+            kind = header.flags & (SYN | ACK | RST)
+            if kind == SYN:
+                listener._on_syn(ip.dst, ip.src, header)
+                return
+            if kind == ACK and listener._on_ack(ip.dst, ip.src, header, data):
+                return  # a SYN cookie came back: a new connection
         if listener is None:
             stats["tcp.closed_port"] += 1
         self.send_reset(ip.dst, ip.src, header, len(data))
@@ -127,11 +147,22 @@ class TcpLayer:
         self.stack.stats["tcp.tx_reset"] += 1
 
     def icmp_error(self, msg, quoted: bytes, inner: bytes) -> None:
-        """ICMP errors quoting our segments (RFC 5927 hardening comes later):
-        counted; a destination unreachable quoting the SYN of a connect() in
-        progress fails that connect (as Linux does: EHOSTUNREACH, ...)."""
-        self.stack.stats["tcp.icmp_error"] += 1
-        if msg.type != _ICMP_DEST_UNREACHABLE or msg.code == _UNREACH_FRAG_NEEDED or len(inner) < 8:
+        """An ICMP error quoting one of our segments (RFC 5927, RFC 1122
+        4.2.3.9). It counts only if the quoted sequence number lies in
+        SND.UNA..SND.NXT of a live connection (RFC 5927 4.1; else
+        "drop.tcp.icmp_out_of_window"). Then: a destination unreachable
+        for a connect() in progress fails it (as Linux: EHOSTUNREACH, ...);
+        "fragmentation needed" lowers the connection's MSS and resends
+        (RFC 1191); net/host unreachable or time exceeded for a handshake
+        we answered ends it (a spoofed SYN, as Linux's tcp_req_err); every
+        other error on a synchronized connection is soft: recorded in its
+        ``soft_error``, never fatal (RFC 5927 4.2). Source quench and
+        redirects are ignored (RFC 6633)."""
+        stats = self.stack.stats
+        stats["tcp.icmp_error"] += 1
+        kind = msg.type
+        if kind not in _ICMP_TCP_ERRORS or len(inner) < 8:
+            stats["tcp.icmp_ignored"] += 1
             return
         try:
             local_ip = IPv4Address(quoted[12:16])
@@ -140,18 +171,45 @@ class TcpLayer:
             return
         key = (local_ip, int.from_bytes(inner[0:2], "big"), remote_ip,
                int.from_bytes(inner[2:4], "big"))
-        if key not in self._connecting or self._connecting[key] is not None:
-            return
         sock = self.connections.get(key)
-        # RFC 5927 4.1: only an ICMP quoting the SYN itself (its sequence
-        # number is our ISS, the one byte unacknowledged).
-        if sock is None or sock.machine.state is not TcpState.SYN_SENT or \
-                int.from_bytes(inner[4:8], "big") != sock.machine.iss:
+        if sock is None:
+            stats.drop("tcp.icmp_no_connection")
             return
-        code = _UNREACH_ERRNO.get(msg.code, errno.EHOSTUNREACH)
-        self._connecting[key] = OSError(code, f"{os.strerror(code)} (ICMP type {msg.type} code "
-                                              f"{msg.code} from the network)")
-        sock.wake()
+        machine = sock.machine
+        seq = int.from_bytes(inner[4:8], "big")
+        una = machine.snd_una
+        seq = una + (((seq - una + _HALF) & _M32) - _HALF)
+        if not una <= seq < machine.snd_max:
+            stats.drop("tcp.icmp_out_of_window")  # RFC 5927 4.1: likely forged
+            return
+        code = msg.code
+        now = trio.current_time()
+        if kind == _ICMP_DEST_UNREACHABLE and code == _UNREACH_FRAG_NEEDED:
+            mtu = msg.next_hop_mtu
+            length = int.from_bytes(quoted[2:4], "big")
+            if mtu == 0:  # an RFC 1191 5 router: guess the next plateau down
+                mtu = next((p for p in _MTU_PLATEAUS if p < length), 68)
+            if mtu >= length:
+                # RFC 5927 7.2: the quoted packet was no bigger than that.
+                stats.drop("tcp.icmp_bad_mtu")
+                return
+            if machine.on_path_mtu(mtu, now):
+                stats["tcp.pmtu_lowered"] += 1
+                sock.flush()
+            return
+        if machine.state is TcpState.SYN_SENT:
+            if kind != _ICMP_DEST_UNREACHABLE or self._connecting.get(key, 1) is not None:
+                return
+            errno_ = _UNREACH_ERRNO.get(code, errno.EHOSTUNREACH)
+            self._connecting[key] = OSError(errno_, f"{os.strerror(errno_)} (ICMP type {kind} "
+                                                    f"code {code} from the network)")
+            sock.wake()
+            return
+        if machine.on_icmp_error(kind, code, now):
+            stats["tcp.icmp_embryo_dropped"] += 1
+            sock.flush()
+        else:
+            stats["tcp.icmp_soft_error"] += 1
 
     # --- connections ------------------------------------------------------------
 
