@@ -363,6 +363,7 @@ class Stack:
 
     def _interface_down(self, iface: Interface, exc: BaseException) -> None:
         self._paths.clear()
+        self.tcp.link_down(iface)
 
     # --- IPv4 output ------------------------------------------------------
 

@@ -735,6 +735,13 @@ class TcpConnection:
         self._t_keepalive = self._t_close = _INF
         self._t_pto = self._t_reo = _INF
 
+    def fail(self, error: str, now: float) -> None:
+        """End at once with ``error``, sending nothing: the path to the peer
+        is gone (its link broke), so no segment could reach it anyway."""
+        if self.state is not CLOSED:
+            self._close(error)
+            self._update_deadline()
+
     def _close(self, error: str | None) -> None:
         if error is not None and self.error is None:
             self.error = error

@@ -211,6 +211,21 @@ class TcpLayer:
         else:
             stats["tcp.icmp_soft_error"] += 1
 
+    def link_down(self, iface) -> None:
+        """A link broke (its device vanished): connections that have no route
+        left, or whose route used it, break now instead of retrying into
+        nothing; their streams raise BrokenResourceError."""
+        now = trio.current_time()
+        for sock in list(self.connections.values()):
+            try:
+                gone = self.stack.path_to(sock.remote_ip).interface is iface
+            except OSError:
+                gone = True
+            if gone and not sock.machine.closed:
+                sock.machine.fail("unreachable", now)
+                self.stack.stats["tcp.broken_by_link_down"] += 1
+                sock.flush()
+
     # --- connections ------------------------------------------------------------
 
     def register(self, sock: TcpSocket) -> None:
