@@ -52,6 +52,22 @@ def cpu_seconds() -> float:
     return t.user + t.system
 
 
+def cpu_mark() -> tuple[float, float, float]:
+    t = os.times()
+    return t.user, t.system, time.perf_counter()
+
+
+def cpu_busy(mark: tuple[float, float, float]) -> dict:
+    """The trionet process's CPU time since ``mark`` (``cpu_mark()``) as a
+    share of the wall time (1.0: one core busy all along): CPU-bound or
+    waiting? The system part includes what the kernel does inside trionet's
+    TAP writes (it processes each frame in the writer's system call)."""
+    t = os.times()
+    user, system, wall = t.user - mark[0], t.system - mark[1], time.perf_counter() - mark[2]
+    return {"cpu_user_seconds": user, "cpu_system_seconds": system, "wall_seconds": wall,
+            "cpu_share": (user + system) / wall if wall > 0 else None}
+
+
 # ---------------------------------------------------------------------------
 # trionet handlers
 
@@ -113,9 +129,14 @@ def verify(what: str, got: dict, size: int, sha: str) -> None:
 # Setups
 
 
+class OffloadRefused(Exception):
+    """The kernel refused the TAP offloads (``TapLink.offload_error``): the
+    offload cases are reported as skipped, with the reason."""
+
+
 class TapPeer:
-    def __init__(self, stack, ns, nursery, tap: str):
-        self.stack, self.ns, self.nursery, self.tap = stack, ns, nursery, tap
+    def __init__(self, stack, ns, nursery, tap: str, link):
+        self.stack, self.ns, self.nursery, self.tap, self.link = stack, ns, nursery, tap, link
 
     def __iter__(self):
         return iter((self.stack, self.ns, self.nursery))
@@ -126,9 +147,13 @@ class TapPeer:
         states: dict[str, int] = {}
         for sock in self.stack.tcp.connections.values():
             states[sock.machine.state.name] = states.get(sock.machine.state.name, 0) + 1
-        return {"trionet_drops": self.stack.stats.drops(), "tcp_table": states,
-                "tap_link": dict(self.stack.interfaces[0].link.stats),
-                "tap_kernel": self.kernel_stats()}
+        stats = self.stack.stats
+        # getattr: the suite also runs against older trees (before/after).
+        return {"offload": getattr(self.link, "offload", False), "trionet_drops": stats.drops(),
+                "tcp_table": states,
+                "trionet_tcp": {k: stats[k] for k in ("tcp.rx", "tcp.tx", "tcp.tx_coalesced",
+                                                       "ipv4.tx_gso")},
+                "tap_link": dict(self.link.stats), "tap_kernel": self.kernel_stats()}
 
     def kernel_stats(self) -> dict:
         """The kernel's counters for the TAP (its tx is what trionet receives)."""
@@ -142,21 +167,26 @@ class TapPeer:
 
 
 @asynccontextmanager
-async def tap_peer():
+async def tap_peer(offload: bool = False):
     """trionet at TAP_STACK on a fresh TAP moved into a fresh namespace where
     the kernel is TAP_KERNEL. Yields a TapPeer (unpacks to stack, ns, nursery).
+    ``offload``: ``TapLink(offload=True)`` (virtio-net header, checksum and
+    TSO offload both ways); OffloadRefused if the kernel refuses them.
 
     The stack closes first (closing the TAP's fd deletes the device), then
     the namespace is deleted; both also on errors and Ctrl-C."""
     name = netns.unique_name("tb")
     with netns.NetNamespace.create("bk") as ns:
-        link = trionet.TapLink(name)
+        link = trionet.TapLink(name, offload=True) if offload else trionet.TapLink(name)
+        if offload and not link.offload:
+            await link.aclose()
+            raise OffloadRefused(f"the kernel refused TAP offloads: {link.offload_error}")
         async with trionet.Stack() as stack:
             stack.add_interface(link, f"{TAP_STACK}/24")
             ns.move_link(name, f"{TAP_KERNEL}/24")
             tune_namespace(ns)
             async with trio.open_nursery() as nursery:
-                yield TapPeer(stack, ns, nursery, name)
+                yield TapPeer(stack, ns, nursery, name, link)
                 nursery.cancel_scope.cancel()
     drops = stack.stats["drop.internal.error"]
     if drops:
@@ -175,6 +205,17 @@ async def cable_pair(**impairments):
             nursery.cancel_scope.cancel()
 
 
+def cable_report(client, server) -> dict:
+    """What the cable dropped: random loss, and frames beyond an end's
+    queue (``tx_dropped_full``: capacity 1024 frames)."""
+    out = {}
+    for who, stack in (("client", client), ("server", server)):
+        stats = stack.interfaces[0].link.stats
+        out[f"cable_{who}_tx"] = {k: stats[k] for k in ("tx_frames", "tx_dropped_loss",
+                                                         "tx_dropped_full")}
+    return out
+
+
 async def trionet_transfer(client, server, nursery, host: str, size: int, timeout: float) -> dict:
     """``size`` bytes from ``client`` to a Sink on ``server``, verified."""
     block = cyclic_block(SEED)
@@ -190,9 +231,17 @@ async def trionet_transfer(client, server, nursery, host: str, size: int, timeou
     for listener in listeners:
         await listener.aclose()
     verify("trionet -> trionet", sink.result, size, sha)
+    end = stream.info
     return {"mbps": size / sink.result["seconds"] / 1e6, "seconds": sink.result["seconds"],
-            "send_seconds": send_seconds, "retransmits": stream.info.get("retransmits"),
-            "mss": info.get("mss")}
+            "send_seconds": send_seconds, "mss": info.get("mss"),
+            # The sender's loss recovery, for the loss case.
+            **{k: end.get(k) for k in RECOVERY_INFO}}
+
+
+#: The sender's counters worth a look after a transfer (``Stream.info``).
+RECOVERY_INFO = ("retransmits", "rto_count", "tlp_count", "fast_recoveries", "rack_losses",
+                 "spurious_retransmits", "dsacks_received", "srtt", "min_rtt", "rto",
+                 "congestion")
 
 
 # ---------------------------------------------------------------------------
@@ -256,11 +305,12 @@ def _connect_params(p: dict, host: str, parallel: int) -> dict:
 async def case_tap_bulk_in(p: dict) -> dict:
     """Linux -> trionet over TAP; trionet's sink times and hashes."""
     size = p["size"]
-    async with tap_peer() as tp:
+    async with tap_peer(p.get("offload", False)) as tp:
         stack, ns, nursery = tp
         sink = Sink()
         listeners = await stack.open_tcp_listeners(SINK_PORT)
         nursery.start_soon(trio.serve_listeners, sink, listeners)
+        mark = cpu_mark()
         with PROFILING.measured():
             sent = await run_peer(ns, SENDER, {"host": TAP_STACK, "port": SINK_PORT,
                                                "size": size, "seed": SEED, "block": BLOCK_SIZE,
@@ -268,10 +318,11 @@ async def case_tap_bulk_in(p: dict) -> dict:
                                   timeout=p["timeout"] + 30)
             with trio.fail_after(10):
                 await sink.done.wait()
+        cpu = cpu_busy(mark)
         verify("Linux -> trionet", sink.result, size, sent["sha256"])
         report = tp.report()
     return {"metrics": {"mbps": size / sink.result["seconds"] / 1e6},
-            "info": {"seconds": sink.result["seconds"], "sender": sent, **report}}
+            "info": {"seconds": sink.result["seconds"], "sender": sent, **cpu, **report}}
 
 
 async def case_tap_bulk_out(p: dict) -> dict:
@@ -279,26 +330,28 @@ async def case_tap_bulk_out(p: dict) -> dict:
     size = p["size"]
     block = cyclic_block(SEED)
     sha = stream_sha256(block, size)
-    async with tap_peer() as tp:
+    async with tap_peer(p.get("offload", False)) as tp:
         stack, ns, nursery = tp
         async with peer(ns, SINK, {"host": TAP_KERNEL, "port": SINK_PORT,
                                    "deadline": p["timeout"]}) as sink:
             await sink.read_json(30)
+            mark = cpu_mark()
             with trio.fail_after(p["timeout"]), PROFILING.measured():
                 stream = await stack.open_tcp_stream(TAP_KERNEL, SINK_PORT)
                 send_seconds = await send_cyclic(stream, block, size)
                 got = await sink.read_json(p["timeout"])
+            cpu = cpu_busy(mark)
         verify("trionet -> Linux", got, size, sha)
         info = stream.info
         report = tp.report()
     return {"metrics": {"mbps": size / got["seconds"] / 1e6},
             "info": {"seconds": got["seconds"], "send_seconds": send_seconds,
-                     "retransmits": info.get("retransmits"), **report}}
+                     "retransmits": info.get("retransmits"), **cpu, **report}}
 
 
 async def case_tap_echo(p: dict) -> dict:
     """64-byte echo round trips: Linux client, trionet echo server."""
-    async with tap_peer() as tp:
+    async with tap_peer(p.get("offload", False)) as tp:
         stack, ns, nursery = tp
         await nursery.start(stack.serve_tcp, echo_handler, ECHO_PORT)
         with PROFILING.measured():
@@ -312,14 +365,19 @@ async def case_tap_connect(p: dict) -> dict:
     """Connections per second: Linux client (connect, one echo, close),
     sequential and 8 in parallel; trionet echo server."""
     metrics, info = {}, {}
-    for parallel, name in ((1, "conn_per_s_seq"), (8, "conn_per_s_par8")):
+    names = {1: "conn_per_s_seq", 8: "conn_per_s_par8"}
+    # p["parallel"] (e.g. [8] with --param, to profile one of them alone).
+    for parallel in p.get("parallel", [1, 8]):
+        name = names[parallel]
         # A fresh TAP and namespace each, as for the reference.
-        async with tap_peer() as tp:
+        async with tap_peer(p.get("offload", False)) as tp:
             stack, ns, nursery = tp
             await nursery.start(stack.serve_tcp, echo_handler, ECHO_PORT)
+            mark = cpu_mark()
             with PROFILING.measured():
                 r = await run_peer(ns, CONNECT_CLIENT, _connect_params(p, TAP_STACK, parallel),
                                    timeout=p["conn_seconds"] + 60)
+            r.update(cpu_busy(mark))
             r.update(tp.report())
         metrics[name] = r["rate"]
         info[name] = r
@@ -391,6 +449,7 @@ async def case_cable_bulk(p: dict) -> dict:
     """trionet -> trionet, two stacks in this process, virtual_cable MTU 1500."""
     async with cable_pair(seed=SEED) as (client, server, nursery):
         r = await trionet_transfer(client, server, nursery, CABLE_B, p["size"], p["timeout"])
+        r.update(cable_report(client, server))
     return {"metrics": {"mbps": r["mbps"]}, "info": r}
 
 
@@ -410,14 +469,19 @@ async def case_loss_goodput(p: dict) -> dict:
     p["latency"] (default 0: the RTT is the stacks' own processing time)."""
     metrics, info = {}, {}
     seed = SEED + p.get("run", 0)
-    for loss, name in ((0.0, "lossless"), (0.01, "loss1"), (0.05, "loss5")):
+    names = {0.0: "lossless", 0.01: "loss1", 0.05: "loss5"}
+    # p["losses"] (e.g. [0.05] with --param, to profile one of them alone).
+    for loss in p.get("losses", [0.0, 0.01, 0.05]):
+        name = names[loss]
         async with cable_pair(loss=loss, latency=p.get("latency", 0.0),
                               seed=f"{seed}-{name}") as (client, server, nursery):
             r = await trionet_transfer(client, server, nursery, CABLE_B, p["size"], p["timeout"])
+            r.update(cable_report(client, server))
         metrics[f"{name}_mbps"] = r["mbps"]
         info[name] = r
-    metrics["loss1_ratio"] = metrics["loss1_mbps"] / metrics["lossless_mbps"]
-    metrics["loss5_ratio"] = metrics["loss5_mbps"] / metrics["lossless_mbps"]
+    for name in ("loss1", "loss5"):
+        if "lossless_mbps" in metrics and f"{name}_mbps" in metrics:
+            metrics[f"{name}_ratio"] = metrics[f"{name}_mbps"] / metrics["lossless_mbps"]
     return {"metrics": metrics, "info": info}
 
 
@@ -425,8 +489,12 @@ CASES = {
     "reference": case_reference,
     "tap_bulk_in": case_tap_bulk_in,
     "tap_bulk_out": case_tap_bulk_out,
+    "tap_bulk_in_offload": case_tap_bulk_in,    # the same with {"offload": true}
+    "tap_bulk_out_offload": case_tap_bulk_out,
     "tap_echo": case_tap_echo,
+    "tap_echo_offload": case_tap_echo,
     "tap_connect": case_tap_connect,
+    "tap_connect_offload": case_tap_connect,
     "tap_idle": case_tap_idle,
     "cable_bulk": case_cable_bulk,
     "loopback_bulk": case_loopback_bulk,
@@ -471,10 +539,68 @@ def profile_report(name: str, prof, scope: str) -> str:
     # first and say nothing: only trionet's own functions are listed.
     text.write(f"\n=== {name}: top 15 trionet functions by cumulative time ===\n")
     stats.sort_stats("cumulative").print_stats(r"/trionet/", 15)
+    text.write(by_file(stats))
     out = text.getvalue().replace(root, "")
     for prefix in {sys.prefix, sys.base_prefix}:
         out = out.replace(prefix + "/", "")
     return out
+
+
+def by_file(stats, top: int = 15) -> str:
+    """Own time summed per source file (each built-in on its own line), with
+    its share of the total: where the time goes when no one function stands
+    out (trio's scheduler, trionet's layers, ipaddress, attrs, system calls)."""
+    groups: dict[str, list] = {}
+    total_tt = 0.0
+    total_calls = 0
+    for (file, _line, func), (_cc, nc, tt, _ct, _callers) in stats.stats.items():
+        key = func if file == "~" else file
+        g = groups.setdefault(key, [0.0, 0, 0])
+        g[0] += tt
+        g[1] += nc
+        g[2] += 1
+        total_tt += tt
+        total_calls += nc
+    lines = [f"\n=== own time by source file (built-ins each alone), top {top} of "
+             f"{len(groups)}; {total_calls} calls, {total_tt:.3f} s ===",
+             f"{'own s':>8} {'share':>6} {'calls':>9} {'functions':>9}  file"]
+    for key, (tt, nc, nf) in sorted(groups.items(), key=lambda kv: -kv[1][0])[:top]:
+        lines.append(f"{tt:8.3f} {100 * tt / total_tt:5.1f}% {nc:9d} {nf:9d}  {key}")
+    parts: dict[str, list] = {}
+    for key, (tt, nc, _) in groups.items():
+        p = parts.setdefault(_component(key), [0.0, 0])
+        p[0] += tt
+        p[1] += nc
+    lines.append("\n=== own time by component ===")
+    lines.append(f"{'own s':>8} {'share':>6} {'calls':>9}  component")
+    for key, (tt, nc) in sorted(parts.items(), key=lambda kv: -kv[1][0]):
+        lines.append(f"{tt:8.3f} {100 * tt / total_tt:5.1f}% {nc:9d}  {key}")
+    return "\n".join(lines) + "\n"
+
+
+#: (component, substrings of a file or built-in name), first match wins.
+_COMPONENTS = (
+    ("attrs (incl. generated __init__/__eq__)", ("/attr/", "<attrs generated")),
+    ("system calls: TAP/fd write", ("posix.write", "posix.writev")),
+    ("system calls: TAP/fd read", ("posix.read", "posix.readv")),
+    ("system calls: epoll wait", ("select.epoll",)),
+    ("hashing (sha256 of the benchmark's sink)", ("_hashlib",)),
+    ("trio (scheduler, channels, checkpoints)", ("/trio/", "/outcome/", "/sniffio/")),
+    ("trionet tcp", ("/trionet/tcp/",)),
+    ("trionet wire (parse/build, checksum)", ("/trionet/wire/",)),
+    ("trionet link", ("/trionet/link/",)),
+    ("trionet stack/interface/ip/arp", ("/trionet/",)),
+    ("stdlib ipaddress", ("ipaddress.py",)),
+    ("stdlib contextlib/enum/other", ("/lib/python3",)),
+    ("benchmark code", ("/benchmarks/",)),
+)
+
+
+def _component(key: str) -> str:
+    for name, marks in _COMPONENTS:
+        if any(m in key for m in marks):
+            return name
+    return "other built-ins" if key.startswith("<") else "other"
 
 
 def main(argv: list[str]) -> int:
@@ -484,6 +610,15 @@ def main(argv: list[str]) -> int:
     name, params = argv[1], json.loads(argv[2])
     profile = argv[4] if len(argv) > 4 and argv[3] == "--profile" else None
     fn = CASES[name]
+    try:
+        result = run_case(name, fn, params, profile)
+    except OffloadRefused as exc:
+        result = {"skipped": str(exc)}
+    print("RESULT " + json.dumps(result), flush=True)
+    return 0
+
+
+def run_case(name: str, fn, params: dict, profile: str | None) -> dict:
     if profile:
         import cProfile
         PROFILING.profiler = cProfile.Profile()
@@ -494,10 +629,8 @@ def main(argv: list[str]) -> int:
             result = prof.runcall(trio.run, fn, params)
             scope = "the whole case, setup included"
         Path(profile).write_text(profile_report(name, PROFILING.profiler, scope))
-    else:
-        result = trio.run(fn, params)
-    print("RESULT " + json.dumps(result), flush=True)
-    return 0
+        return result
+    return trio.run(fn, params)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@
     python benchmarks/run.py --case tap_echo --case reference --runs 5
     python benchmarks/run.py --json out.json  # also write every figure as JSON
     python benchmarks/run.py --profile prof.txt  # cProfile the two TAP bulk directions
+    python benchmarks/run.py --profile prof.txt --case tap_connect --param 'parallel=[8]'
 
 Each case runs once per run in a child process (benchmarks/_cases.py), so
 RSS and CPU figures belong to the trionet side alone. Cases that need the
@@ -39,8 +40,14 @@ CASES = {
     "reference": (True, "Linux <-> Linux over veth between two namespaces (the yardstick)"),
     "tap_bulk_in": (True, "Linux -> trionet bulk over TAP, sha256-verified"),
     "tap_bulk_out": (True, "trionet -> Linux bulk over TAP, sha256-verified"),
+    "tap_bulk_in_offload": (True, "Linux -> trionet bulk over TAP with offload=True (vnet "
+                                  "header, checksum + TSO), sha256-verified"),
+    "tap_bulk_out_offload": (True, "trionet -> Linux bulk over TAP with offload=True, "
+                                   "sha256-verified"),
     "tap_echo": (True, "64-byte echo round trip, Linux client, trionet echo server"),
+    "tap_echo_offload": (True, "the same over TAP with offload=True"),
     "tap_connect": (True, "connections/s: connect, one 64-byte echo, close (1 and 8 at once)"),
+    "tap_connect_offload": (True, "the same over TAP with offload=True"),
     "tap_idle": (True, "N idle connections held by trionet: RSS, idle CPU, one echo each"),
     "cable_bulk": (False, "trionet <-> trionet in one process over virtual_cable (MTU 1500)"),
     "loopback_bulk": (False, "trionet -> trionet, one stack, LoopbackLink at 127.0.0.1"),
@@ -55,10 +62,20 @@ PARAMS = {
                    "conn_seconds": 0.5, "conn_max": 2000, "timeout": 90}),
     "tap_bulk_in": ({"size": 100 * MB, "timeout": 120}, {"size": 4 * MB, "timeout": 60}),
     "tap_bulk_out": ({"size": 100 * MB, "timeout": 120}, {"size": 4 * MB, "timeout": 60}),
+    "tap_bulk_in_offload": ({"size": 400 * MB, "offload": True, "timeout": 120},
+                            {"size": 20 * MB, "offload": True, "timeout": 60}),
+    "tap_bulk_out_offload": ({"size": 400 * MB, "offload": True, "timeout": 120},
+                             {"size": 20 * MB, "offload": True, "timeout": 60}),
     "tap_echo": ({"rtt_count": 5000, "rtt_warmup": 100, "timeout": 120},
                  {"rtt_count": 200, "rtt_warmup": 20, "timeout": 60}),
+    "tap_echo_offload": ({"rtt_count": 5000, "rtt_warmup": 100, "offload": True, "timeout": 120},
+                         {"rtt_count": 200, "rtt_warmup": 20, "offload": True, "timeout": 60}),
     "tap_connect": ({"conn_seconds": 2.0, "conn_max": 20000, "timeout": 120},
                     {"conn_seconds": 0.5, "conn_max": 2000, "timeout": 60}),
+    "tap_connect_offload": ({"conn_seconds": 2.0, "conn_max": 20000, "offload": True,
+                             "timeout": 120},
+                            {"conn_seconds": 0.5, "conn_max": 2000, "offload": True,
+                             "timeout": 60}),
     "tap_idle": ({"count": 10000, "window": 128, "idle_seconds": 5.0, "echo_window": 256,
                   "timeout": 120},
                  {"count": 500, "window": 128, "idle_seconds": 1.0, "echo_window": 256,
@@ -72,6 +89,15 @@ PARAMS = {
 #: What each case reports: metric -> (label, unit, higher is better,
 #: (reference case, metric) to compare with or None).
 REF_BULK = ("reference", "bulk_mbps")
+ECHO_METRICS = {
+    "rtt_median_us": ("64 B echo RTT median", "us", False, ("reference", "echo_rtt_median_us")),
+    "rtt_p99_us": ("64 B echo RTT p99", "us", False, ("reference", "echo_rtt_p99_us")),
+}
+CONNECT_METRICS = {
+    "conn_per_s_seq": ("connections/s, sequential", "1/s", True, ("reference", "conn_per_s_seq")),
+    "conn_per_s_par8": ("connections/s, 8 parallel", "1/s", True,
+                        ("reference", "conn_per_s_par8")),
+}
 METRICS = {
     "reference": {
         "bulk_mbps": ("bulk", "MB/s", True, None),
@@ -82,16 +108,12 @@ METRICS = {
     },
     "tap_bulk_in": {"mbps": ("Linux -> trionet bulk", "MB/s", True, REF_BULK)},
     "tap_bulk_out": {"mbps": ("trionet -> Linux bulk", "MB/s", True, REF_BULK)},
-    "tap_echo": {
-        "rtt_median_us": ("64 B echo RTT median", "us", False, ("reference", "echo_rtt_median_us")),
-        "rtt_p99_us": ("64 B echo RTT p99", "us", False, ("reference", "echo_rtt_p99_us")),
-    },
-    "tap_connect": {
-        "conn_per_s_seq": ("connections/s, sequential", "1/s", True,
-                           ("reference", "conn_per_s_seq")),
-        "conn_per_s_par8": ("connections/s, 8 parallel", "1/s", True,
-                            ("reference", "conn_per_s_par8")),
-    },
+    "tap_bulk_in_offload": {"mbps": ("Linux -> trionet bulk, offload", "MB/s", True, REF_BULK)},
+    "tap_bulk_out_offload": {"mbps": ("trionet -> Linux bulk, offload", "MB/s", True, REF_BULK)},
+    "tap_echo": ECHO_METRICS,
+    "tap_echo_offload": ECHO_METRICS,
+    "tap_connect": CONNECT_METRICS,
+    "tap_connect_offload": CONNECT_METRICS,
     "tap_idle": {
         "connections": ("connections held", "", True, None),
         "rss_per_conn_kb": ("RSS per connection", "KB", False, None),
@@ -129,10 +151,14 @@ def _rtt_target(value, results):
 TARGETS = {
     ("tap_bulk_in", "mbps"): (">= 50 MB/s", lambda v, r: v >= 50),
     ("tap_bulk_out", "mbps"): (">= 50 MB/s", lambda v, r: v >= 50),
+    ("tap_bulk_in_offload", "mbps"): (">= 250 MB/s", lambda v, r: v >= 250),
+    ("tap_bulk_out_offload", "mbps"): (">= 250 MB/s", lambda v, r: v >= 250),
     ("cable_bulk", "mbps"): (">= 40 MB/s", lambda v, r: v >= 40),
     ("loopback_bulk", "mbps"): (">= 300 MB/s", lambda v, r: v >= 300),
     ("tap_connect", "conn_per_s_par8"): (">= 3000/s", lambda v, r: v >= 3000),
+    ("tap_connect_offload", "conn_per_s_par8"): (">= 3000/s", lambda v, r: v >= 3000),
     ("tap_echo", "rtt_median_us"): ("<= kernel RTT + 100 us", _rtt_target),
+    ("tap_echo_offload", "rtt_median_us"): ("<= kernel RTT + 100 us", _rtt_target),
     ("tap_idle", "rss_per_conn_kb"): ("<= 16 KB", lambda v, r: v <= 16),
     ("tap_idle", "idle_cpu_percent"): ("< 2 %", lambda v, r: v < 2),
     ("loss_goodput", "loss1_ratio"): (">= 0.50", lambda v, r: v >= 0.5),
@@ -288,12 +314,16 @@ def meta(args, runs: int) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
                                 capture_output=True, text=True, timeout=5).stdout.strip()
+        # Uncommitted changes to trionet itself: the figures are not the commit's.
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "trionet"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=5).stdout.splitlines()
     except (OSError, subprocess.SubprocessError):
-        commit = ""
+        commit, dirty = "", []
     import trio
     return {"quick": args.quick, "runs": runs, "python": platform.python_version(),
             "trio": trio.__version__, "kernel": platform.release(), "cpus": os.cpu_count(),
-            "commit": commit, "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+            "commit": commit, "trionet_uncommitted": [line[3:] for line in dirty],
+            "date": time.strftime("%Y-%m-%d %H:%M:%S")}
 
 
 # ---------------------------------------------------------------------------
@@ -314,7 +344,12 @@ def parse_args(argv):
     ap.add_argument("--profile", metavar="FILE",
                     help="instead of measuring, run each case once under cProfile (default: "
                          "tap_bulk_in and tap_bulk_out; or the --case ones) and write the top "
-                         "15 functions by tottime and cumulative time to FILE")
+                         "15 functions by tottime and cumulative time, and own time per source "
+                         "file and per component, to FILE")
+    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a case parameter (VALUE is JSON, else a string), for "
+                         "every case run, e.g. --param size=50000000 or --param "
+                         "'losses=[0.05]' (loss_goodput); the JSON records the parameters")
     ap.add_argument("--no-kernel", action="store_true",
                     help="skip the cases that need the kernel peer (root, TAP, namespaces)")
     ap.add_argument("--list", action="store_true", help="list the cases and exit")
@@ -327,7 +362,21 @@ def parse_args(argv):
     args.names = [n for n in CASES if n in names] if names else list(CASES)
     if args.runs is not None and args.runs < 1:
         ap.error("--runs must be at least 1")
+    args.overrides = {}
+    for item in args.param:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            ap.error(f"--param wants KEY=VALUE, got {item!r}")
+        try:
+            args.overrides[key] = json.loads(value)
+        except ValueError:
+            args.overrides[key] = value
     return args
+
+
+def case_params(args, name: str, mode: int) -> dict:
+    """The parameters of ``name`` for this mode, with --param's overrides."""
+    return dict(PARAMS[name][mode], **args.overrides)
 
 
 def _sigterm(signum, frame):
@@ -337,8 +386,9 @@ def _sigterm(signum, frame):
 def main(argv=None) -> int:
     args = parse_args(argv if argv is not None else sys.argv[1:])
     if args.list:
+        width = max(map(len, CASES))
         for name, (kernel, what) in CASES.items():
-            print(f"{name:14} {'(root) ' if kernel else '       '}{what}")
+            print(f"{name:{width}} {'(root) ' if kernel else '       '}{what}")
         return 0
     signal.signal(signal.SIGTERM, _sigterm)
     signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -360,8 +410,9 @@ def main(argv=None) -> int:
             continue
         values: dict[str, list[float]] = {}
         infos, errors = [], []
+        skipped = None
         for i in range(runs):
-            params = dict(PARAMS[name][mode], run=i)
+            params = dict(case_params(args, name, mode), run=i)
             t0 = time.monotonic()
             print(f"[{name}] run {i + 1}/{runs} ...", end=" ", flush=True)
             load = os.getloadavg()[0]
@@ -372,13 +423,20 @@ def main(argv=None) -> int:
                 print(str(exc), file=sys.stderr, flush=True)
                 errors.append(str(exc))
                 continue
+            if "skipped" in result:  # e.g. the kernel refused the TAP offloads
+                print(f"skipped: {result['skipped']}", flush=True)
+                skipped = result["skipped"]
+                break
             for key, value in result["metrics"].items():
                 values.setdefault(key, []).append(float(value))
             infos.append(dict(result.get("info", {}), loadavg_before=load))
             brief = ", ".join(f"{k}={fmt(v)}" for k, v in result["metrics"].items())
             print(f"{time.monotonic() - t0:.1f} s (load {load:.2f}): {brief}", flush=True)
-        if values:
-            results[name] = {"status": "ok", "what": what, "params": PARAMS[name][mode],
+        if skipped is not None:
+            results[name] = {"status": "skipped", "reason": skipped}
+        elif values:
+            results[name] = {"status": "ok", "what": what,
+                             "params": case_params(args, name, mode),
                              "metrics": {k: dict(summarise(v), unit=METRICS[name].get(k, ("", ""))[1],
                                                  label=METRICS[name].get(k, ("",))[0])
                                          for k, v in values.items()},
@@ -414,14 +472,19 @@ def profile(args, mode: int, skip_reason) -> int:
         tmp = Path(args.profile).with_suffix(f".{name}.tmp")
         try:
             try:
-                result = run_child(name, dict(PARAMS[name][mode], run=0), profile=str(tmp),
+                result = run_child(name, dict(case_params(args, name, mode), run=0),
+                                   profile=str(tmp),
                                    verbose=args.verbose)
             except CaseFailed as exc:
                 print(f"profiling {name} failed: {exc}", file=sys.stderr)
                 return 1
+            if "skipped" in result:
+                print(f"cannot profile {name}: {result['skipped']}", file=sys.stderr)
+                return 1
             brief = ", ".join(f"{k}={fmt(v)}" for k, v in result["metrics"].items())
-            texts.append(f"### {name} under cProfile: {brief} (profiler overhead included)\n"
-                         + tmp.read_text())
+            given = "".join(f", --param {k}={json.dumps(v)}" for k, v in args.overrides.items())
+            texts.append(f"### {name} under cProfile{given}: {brief} (profiler overhead "
+                         f"included)\n" + tmp.read_text())
         finally:
             tmp.unlink(missing_ok=True)
     Path(args.profile).write_text("\n\n".join(texts))
