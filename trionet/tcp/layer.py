@@ -115,7 +115,9 @@ class TcpLayer:
                 sock.terminate()
                 stats["tcp.time_wait_reused"] += 1
             else:
-                if not sock.deliver(header, bytes(data)):
+                # No copy here: the frame is immutable bytes and the machine
+                # copies whatever it keeps (receive buffer, out-of-order list).
+                if not sock.deliver(header, data):
                     raise WireError("tcp.connection_queue_full")
                 return
         listener = self._listener_for(ip.dst, header.dst_port)
