@@ -27,6 +27,7 @@ from trionet.wire import (
     build_ethernet,
     build_icmpv4,
     build_ipv4,
+    build_ipv4_plain,
     build_udp,
     internet_checksum,
     parse_ethernet,
@@ -725,3 +726,22 @@ def test_build_udp_rejects():
             build_udp(sport, dport, b"", src, dst)
         with pytest.raises(ValueError):
             build_udp(sport, dport, b"", src, dst, compute_checksum=False)
+
+
+@given(src=st.integers(0, 2**32 - 1), dst=st.integers(0, 2**32 - 1),
+       protocol=st.integers(0, 255), ident=st.integers(0, 0xFFFF), ttl=st.integers(0, 255),
+       df=st.booleans(), compute=st.booleans(), payload=st.binary(max_size=64))
+def test_build_ipv4_plain_matches_build_ipv4(src, dst, protocol, ident, ttl, df, compute, payload):
+    header = IPv4Header(IPv4Address(src), IPv4Address(dst), protocol, ttl=ttl,
+                        identification=ident, dont_fragment=df)
+    plain = build_ipv4_plain(IPv4Address(src), IPv4Address(dst), protocol, ident, payload,
+                             ttl=ttl, dont_fragment=df, compute_checksum=compute)
+    assert plain == build_ipv4(header, payload, compute_checksum=compute)
+    parsed, body = parse_ipv4(plain, verify_checksum=compute)
+    assert parsed == header and bytes(body) == payload
+
+
+def test_build_ipv4_plain_refuses_an_oversized_packet():
+    with pytest.raises(ValueError, match="too long"):
+        build_ipv4_plain(IPv4Address("10.0.0.1"), IPv4Address("10.0.0.2"), PROTO_UDP, 1,
+                         bytes(65516))

@@ -47,6 +47,7 @@ class Interface:
         #: The directed broadcast address; None on /31 and /32, which have
         #: none (RFC 3021: both addresses of a /31 are hosts).
         self.broadcast = address.network.broadcast_address if address.network.prefixlen < 31 else None
+        self._broadcast_int = -1 if self.broadcast is None else int(self.broadcast)
         self.up = True
         self._arp_send, self._arp_receive = trio.open_memory_channel(256)
         self._arp_scope: trio.CancelScope | None = None
@@ -118,11 +119,12 @@ class Interface:
 
         ``gso_size``: the packet is one large TCP segment for a link with
         ``tso_max`` to cut into pieces of that many payload bytes."""
+        hop = int(next_hop)
         if not self.needs_arp:
             dst_mac = self.mac
-        elif next_hop == self.broadcast or next_hop.packed == b"\xff\xff\xff\xff":
+        elif hop == 0xFFFFFFFF or hop == self._broadcast_int:
             dst_mac = BROADCAST_MAC
-        elif next_hop.is_multicast:
+        elif 0xE0000000 <= hop < 0xF0000000:  # multicast, 224.0.0.0/4
             # RFC 1112 6.4: 01-00-5E and the group's low 23 bits; never ARP.
             group = next_hop.packed
             dst_mac = b"\x01\x00\x5e" + bytes((group[1] & 0x7F,)) + group[2:]

@@ -186,8 +186,7 @@ class Reassembler:
 
 def is_unicast_source(address: IPv4Address) -> bool:
     """RFC 1122 3.2.1.3 / RFC 1812 5.3.7: a source that may be answered."""
-    return not (address.is_multicast or address.is_unspecified or address == _LIMITED_BROADCAST
-                or address.is_reserved)
+    # Not 0.0.0.0 and nothing from 224.0.0.0 up: multicast (224/4), reserved
+    # (240/4) and the limited broadcast.
+    return 0 < int(address) < 0xE0000000
 
-
-_LIMITED_BROADCAST = IPv4Address("255.255.255.255")

@@ -29,7 +29,8 @@ from .wire.icmpv4 import (ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY, ICMP_ECHO_REQU
                           ICMP_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY, TIME_EXCEEDED_TTL,
                           UNREACH_FRAG_NEEDED, UNREACH_HOST, UNREACH_NET, UNREACH_PORT,
                           UNREACH_PROTOCOL, IcmpMessage, build_icmpv4, parse_icmpv4)
-from .wire.ipv4 import PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4Header, build_ipv4, parse_ipv4, quote_for_icmp
+from .wire.ipv4 import (PROTO_ICMP, PROTO_TCP, PROTO_UDP, IPv4Header, build_ipv4, build_ipv4_plain,
+                        parse_ipv4, quote_for_icmp)
 from .wire.udp import build_udp, parse_udp
 
 log = logging.getLogger("trionet.stack")
@@ -379,17 +380,22 @@ class Stack:
         ``gso_size`` (TCP, with ``dont_fragment``, on a path with
         ``tso_max``): a datagram over the MTU goes whole, for the link to cut
         into segments of ``gso_size`` payload bytes; never fragmented."""
-        header = IPv4Header(src, dst, protocol, ttl=ttl, identification=self._next_ip_id(),
-                            dont_fragment=dont_fragment)
         compute = not path.offload
-        if 20 + len(payload) <= path.mtu:
-            self._transmit(path, build_ipv4(header, payload, compute_checksum=compute))
-        elif gso_size and dont_fragment and 20 + len(payload) <= path.tso_max:
+        size = 20 + len(payload)
+        if size <= path.mtu:
+            self._transmit(path, build_ipv4_plain(
+                src, dst, protocol, self._next_ip_id(), payload, ttl=ttl,
+                dont_fragment=dont_fragment, compute_checksum=compute))
+        elif gso_size and dont_fragment and size <= path.tso_max:
             self.stats["ipv4.tx_gso"] += 1
-            self._transmit(path, build_ipv4(header, payload, compute_checksum=compute), gso_size)
+            self._transmit(path, build_ipv4_plain(
+                src, dst, protocol, self._next_ip_id(), payload, ttl=ttl, dont_fragment=True,
+                compute_checksum=compute), gso_size)
         elif dont_fragment:
             self.stats.drop("ipv4.too_big")
         else:
+            header = IPv4Header(src, dst, protocol, ttl=ttl, identification=self._next_ip_id(),
+                                dont_fragment=dont_fragment)
             for piece, chunk in fragment(header, payload, path.mtu):
                 self.stats["ipv4.tx_fragments"] += 1
                 self._transmit(path, build_ipv4(piece, chunk, compute_checksum=compute))
@@ -440,7 +446,7 @@ class Stack:
             else:
                 raise WireError("ipv4.not_for_us")
         src = header.src
-        if not is_unicast_source(src) and not src.is_unspecified:
+        if int(src) >= 0xE0000000:  # 0.0.0.0 may send (DHCP); see is_unicast_source
             raise WireError("ipv4.bad_source")  # RFC 1122 3.2.1.3
         quote = data
         if header.is_fragment:

@@ -33,6 +33,7 @@ from bisect import bisect_right
 import attrs
 
 from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, SYN, TcpHeader, TcpOptions
+from .buffer import ByteBuffer
 from .congestion import make_congestion_control
 from .rack import Rack
 from .sack import EVER_RETRANS, LOST, SACKED, Scoreboard, Seg
@@ -220,7 +221,7 @@ class TcpConnection:
         self.snd_wl1 = 0
         self.snd_wl2 = iss
         self.max_snd_wnd = 0
-        self._snd_buf = bytearray()
+        self._snd_buf = ByteBuffer()
         self._snd_buf_seq = iss + 1
         self._fin_queued = False
         self._fin_seq: int | None = None
@@ -228,7 +229,7 @@ class TcpConnection:
         self.irs = 0
         self.rcv_nxt = 0
         self._rcv_adv = 0
-        self._rcv_buf = bytearray()
+        self._rcv_buf = ByteBuffer()
         self._ooo: list[tuple[int, int, bytes]] = []
         self._ooo_fin: int | None = None
         self._fin_received = False
@@ -749,7 +750,7 @@ class TcpConnection:
             self._set_state(CLOSED)
         self._clear_timers()
         self._ooo = []
-        self._snd_buf = bytearray()
+        self._snd_buf.clear()
         self._snd_buf_seq = self.snd_una
         self._sb = Scoreboard()
 
@@ -806,7 +807,7 @@ class TcpConnection:
         if not self._snd_buf and self.snd_una == self.snd_max and \
                 now - self._last_send > self.rto and self.state in _SENDING_STATES:
             self.cc.on_idle_restart(now)  # RFC 5681 4.1
-        self._snd_buf += data
+        self._snd_buf.append(data)
         if self.state in _SENDING_STATES:
             self._push(now)
         self._update_deadline()
@@ -818,12 +819,7 @@ class TcpConnection:
         n = len(buf)
         if n == 0 or max_bytes <= 0:
             return b""
-        if max_bytes >= n:
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(memoryview(buf)[:max_bytes])
-            del buf[:max_bytes]
+        data = buf.take(max_bytes)
         if not self._rcvbuf_locked:
             self._rcv_space_adjust(now)
         if self.state in _RECEIVING_STATES:
@@ -1115,8 +1111,7 @@ class TcpConnection:
             flags |= FIN
             self._fin_seq = data_end
         off = seq - self._snd_buf_seq
-        self._emit(flags, seq, bytes(self._snd_buf[off:off + end - seq]) if end > seq else b"",
-                   now)
+        self._emit(flags, seq, self._snd_buf.peek(off, end - seq) if end > seq else b"", now)
         if fin:
             end += 1
         self._tx_count += 1
@@ -1149,7 +1144,7 @@ class TcpConnection:
         if s.end > data_end:
             flags |= FIN
         off = s.start - self._snd_buf_seq
-        self._emit(flags, s.start, bytes(self._snd_buf[off:off + pend - s.start])
+        self._emit(flags, s.start, self._snd_buf.peek(off, pend - s.start)
                    if pend > s.start else b"", now)
         self.retransmits += 1
         self._last_send = now
@@ -1664,7 +1659,7 @@ class TcpConnection:
         if ack < upto:
             upto = ack
         if upto > buf_seq:
-            del self._snd_buf[:upto - buf_seq]
+            self._snd_buf.consume(upto - buf_seq)
             self._snd_buf_seq = upto
         self.snd_una = ack
         if self.snd_nxt < ack:
@@ -2036,7 +2031,7 @@ class TcpConnection:
         if seq == rcv_nxt:
             filled = False
             if plen:
-                self._rcv_buf += payload
+                self._rcv_buf.append(payload)
                 rcv_nxt += plen
                 if self._ooo:
                     rcv_nxt = self._ooo_pull(rcv_nxt)
@@ -2107,7 +2102,7 @@ class TcpConnection:
             if s > rcv_nxt:
                 break
             if e > rcv_nxt:
-                buf += d[rcv_nxt - s:] if s < rcv_nxt else d
+                buf.append(d[rcv_nxt - s:] if s < rcv_nxt else d)
                 rcv_nxt = e
             k += 1
         if k:

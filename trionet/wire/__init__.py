@@ -47,6 +47,7 @@ from .ipv4 import (
     PROTO_UDP,
     IPv4Header,
     build_ipv4,
+    build_ipv4_plain,
     parse_ipv4,
     quote_for_icmp,
 )
@@ -64,6 +65,6 @@ __all__ = [
     "TIME_EXCEEDED_TTL", "UNREACH_FRAG_NEEDED", "UNREACH_HOST", "UNREACH_NET",
     "UNREACH_PORT", "UNREACH_PROTOCOL", "IcmpMessage", "build_icmpv4", "parse_icmpv4",
     "IPV4_MIN_HEADER_LEN", "PROTO_ICMP", "PROTO_TCP", "PROTO_UDP", "IPv4Header",
-    "build_ipv4", "parse_ipv4", "quote_for_icmp",
+    "build_ipv4", "build_ipv4_plain", "parse_ipv4", "quote_for_icmp",
     "UDP_HEADER_LEN", "UdpHeader", "build_udp", "parse_udp",
 ]

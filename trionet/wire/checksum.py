@@ -33,5 +33,6 @@ def pseudo_header_sum(src: IPv4Address | IPv6Address, dst: IPv4Address | IPv6Add
                       protocol: int, length: int) -> int:
     """Sum of the pseudo-header for TCP/UDP checksums: RFC 9293 3.1 (IPv4)
     and RFC 8200 8.1 (IPv6). Added as ``initial`` to the segment's sum."""
-    return (int.from_bytes(src.packed, "big") + int.from_bytes(dst.packed, "big")
-            + protocol + length) % 0xFFFF
+    # An address read as one big-endian integer is congruent (mod 0xFFFF) to
+    # the sum of its 16-bit words, so int() serves as well as the bytes.
+    return (int(src) + int(dst) + protocol + length) % 0xFFFF

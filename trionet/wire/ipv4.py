@@ -119,6 +119,30 @@ def build_ipv4(header: IPv4Header, payload, *, compute_checksum: bool = True) ->
     return raw + payload
 
 
+def build_ipv4_plain(src, dst, protocol: int, identification: int, payload, *, ttl: int = 64,
+                     dont_fragment: bool = False, compute_checksum: bool = True) -> bytes:
+    """``build_ipv4`` for the common case, without an ``IPv4Header``: no
+    options, not a fragment, TOS 0 (the per-packet output path)."""
+    total_length = IPV4_MIN_HEADER_LEN + len(payload)
+    if total_length > _MAX_TOTAL_LEN:
+        raise ValueError("ipv4 packet too long")
+    flags_frag = _FLAG_DF if dont_fragment else 0
+    src = int(src)
+    dst = int(dst)
+    try:
+        if compute_checksum:
+            raw = _IPV4.pack(0x45, 0, total_length, identification, flags_frag, ttl, protocol, 0,
+                             src, dst)
+            raw = _IPV4.pack(0x45, 0, total_length, identification, flags_frag, ttl, protocol,
+                             internet_checksum(raw), src, dst)
+        else:
+            raw = _IPV4.pack(0x45, 0, total_length, identification, flags_frag, ttl, protocol, 0,
+                             src, dst)
+    except struct.error as exc:
+        raise ValueError(f"bad ipv4 header field: {exc}") from None
+    return raw + payload
+
+
 def quote_for_icmp(packet) -> bytes:
     """What an ICMP error carries: the offending datagram's IP header plus
     the first 8 bytes of its payload (RFC 792), clamped to the bytes that
