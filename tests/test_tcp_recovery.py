@@ -214,10 +214,11 @@ def test_tlp_off_falls_back_to_rto():
 def test_spurious_probe_detected_by_dsack():
     # The last segment's ACK is only delayed (a slow delayed-ACK timer), not
     # lost: the probe duplicates data the receiver has, its D-SACK says so,
-    # and the sender does not cut cwnd (RFC 8985 7.4.2).
+    # and the sender does not cut cwnd (RFC 8985 7.4.2). An odd number of
+    # segments, so the last one waits for the delayed-ACK timer.
     p = established(latency=0.02)
     mss = p.a.mss
-    data = payload_bytes(8 * mss, 3)
+    data = payload_bytes(7 * mss, 3)
     p.apps["b"] = App()
     p.b.config.delayed_ack = 0.5
     p.a.send(data, p.now)
@@ -280,7 +281,7 @@ def test_rto_into_zero_window_resends_head_first_when_window_opens():
     p.drop = drop
     p.apps["b"] = App()
     p.a.send(payload_bytes(40 * mss, 9), p.now)
-    p.run_for(0.05)
+    p.run_for(0.1)  # the fifth segment's ACK is a delayed one (40 ms)
     assert p.a.snd_una - base == 5 * mss
     # The peer shrinks its window to zero (as Linux under memory pressure).
     p.a.on_segment(_from_b(p, 0, p.now), b"", p.now)

@@ -823,16 +823,20 @@ class TcpConnection:
         if not self._rcvbuf_locked:
             self._rcv_space_adjust(now)
         if self.state in _RECEIVING_STATES:
-            # RFC 9293 3.8.6.2.2: announce a window that grew enough.
+            # RFC 9293 3.8.6.2.2: announce a window that grew enough, once
+            # the peer may be held back by the one it has: less than two
+            # segments left, or at most half of what the last ACK offered
+            # (as Linux's tcp_cleanup_rbuf). Otherwise its next segments
+            # bring ACKs that carry the new window anyway.
             cfg = self.config
             cur = self._rcv_adv - self.rcv_nxt
-            new = cfg.receive_buffer - len(buf)
-            grow = new - cur
             mss = self._rcv_mss
-            if grow >= min(cfg.receive_buffer >> 1, 2 * mss) or (cur < mss and grow >= min(
-                    cfg.receive_buffer >> 1, mss)):
-                self._send_ack(now)
-                self._update_deadline()
+            if cur < 2 * mss or 2 * cur <= self._rcv_adv - self._last_ack_sent:
+                grow = cfg.receive_buffer - len(buf) - cur
+                if grow >= min(cfg.receive_buffer >> 1, 2 * mss) or (cur < mss and grow >= min(
+                        cfg.receive_buffer >> 1, mss)):
+                    self._send_ack(now)
+                    self._update_deadline()
         return data
 
     def _rcv_space_adjust(self, now: float) -> None:
@@ -2039,7 +2043,7 @@ class TcpConnection:
                 self.rcv_nxt = rcv_nxt
             if fin or (self._ooo_fin is not None and self._ooo_fin == rcv_nxt):
                 self._ooo_fin = None
-                self._on_fin(now)
+                self._on_fin(now, ack_now or filled)
                 return
             if ack_now or filled:
                 self._send_ack(now)
@@ -2111,14 +2115,21 @@ class TcpConnection:
             self._sack_recent.clear()
         return rcv_nxt
 
-    def _on_fin(self, now: float) -> None:
-        """RFC 9293 3.10.7.4 eighth check."""
+    def _on_fin(self, now: float, ack_now: bool = True) -> None:
+        """RFC 9293 3.10.7.4 eighth check. In ESTABLISHED the ACK of an
+        in-order FIN is delayed (as Linux, which enters pingpong mode in
+        tcp_fin): an application that closes at once sends its FIN with it."""
         self.rcv_nxt += 1
         self._fin_received = True
         self._ooo = []
         st = self.state
         if st is ESTABLISHED:
             self._set_state(CLOSE_WAIT)
+            if not ack_now:
+                self._ack_pending += 1
+                if self._t_delack == _INF:
+                    self._t_delack = now + self.config.delayed_ack
+                return
         elif st is FIN_WAIT_1:
             if self._fin_seq is not None and self.snd_una > self._fin_seq:
                 self._send_ack(now)

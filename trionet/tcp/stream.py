@@ -163,6 +163,7 @@ class Stream(trio.abc.HalfCloseableStream):
             sent = 0
             machine = self._machine
             sock = self._sock
+            waited = False
             while True:
                 self._check_send()
                 if sent < total:
@@ -173,18 +174,23 @@ class Stream(trio.abc.HalfCloseableStream):
                 if sent >= total:
                     break
                 await sock.wait_change()
-            await _cancel_shielded_checkpoint()
+                waited = True
+            if not waited:  # a wait was a schedule point already (as trio's sockets)
+                await _cancel_shielded_checkpoint()
 
     async def wait_send_all_might_not_block(self) -> None:
         with self._send_guard:
             self._check_send()
             await _checkpoint_if_cancelled()
             machine = self._machine
+            waited = False
             while machine.send_space == 0:
                 self._check_send()
                 await self._sock.wait_change()
+                waited = True
             self._check_send()
-            await _cancel_shielded_checkpoint()
+            if not waited:
+                await _cancel_shielded_checkpoint()
 
     async def send_eof(self) -> None:
         with self._send_guard:
@@ -212,6 +218,7 @@ class Stream(trio.abc.HalfCloseableStream):
             await _checkpoint_if_cancelled()
             machine = self._machine
             sock = self._sock
+            waited = False
             while True:
                 if self._closed:
                     raise trio.ClosedResourceError("stream is closed")
@@ -226,7 +233,9 @@ class Stream(trio.abc.HalfCloseableStream):
                 if machine.closed:  # closed without FIN or error (aborted)
                     break
                 await sock.wait_change()
-            await _cancel_shielded_checkpoint()
+                waited = True
+            if not waited:  # a wait was a schedule point already
+                await _cancel_shielded_checkpoint()
             return data
 
     # --- closing ------------------------------------------------------------------------
