@@ -200,8 +200,9 @@ class TcpConnection:
     )
 
     def __init__(self, local, remote, iss: int, config: TcpConfig, now: float,
-                 ts_offset: int | None = None):
-        cfg = attrs.evolve(config)
+                 ts_offset: int | None = None, *, mss: int | None = None):
+        # A private copy; ``mss`` (the route's MTU less 40) replaces config.mss.
+        cfg = attrs.evolve(config) if mss is None else attrs.evolve(config, mss=mss)
         self.config = cfg
         self.local = local
         self.remote = remote
@@ -323,9 +324,9 @@ class TcpConnection:
 
     @classmethod
     def connect(cls, local, remote, iss: int, config: TcpConfig, now: float,
-                ts_offset: int | None = None) -> TcpConnection:
+                ts_offset: int | None = None, *, mss: int | None = None) -> TcpConnection:
         """Active open (RFC 9293 3.10.1): SYN queued, state SYN-SENT."""
-        self = cls(local, remote, iss, config, now, ts_offset)
+        self = cls(local, remote, iss, config, now, ts_offset, mss=mss)
         self._set_state(SYN_SENT)
         self._send_syn(now)
         self._update_deadline()
@@ -333,11 +334,11 @@ class TcpConnection:
 
     @classmethod
     def accept(cls, local, remote, syn: TcpHeader, iss: int, config: TcpConfig, now: float,
-               ts_offset: int | None = None) -> TcpConnection:
+               ts_offset: int | None = None, *, mss: int | None = None) -> TcpConnection:
         """Passive open from a SYN that reached a listening port (RFC 9293
         3.10.7.2): SYN-ACK queued, state SYN-RECEIVED. Data in the SYN is not
         accepted (no TCP Fast Open); the peer sends it again."""
-        self = cls(local, remote, iss, config, now, ts_offset)
+        self = cls(local, remote, iss, config, now, ts_offset, mss=mss)
         self._passive = True
         self._on_peer_syn(syn, now)
         self._set_state(SYN_RECEIVED)
@@ -348,13 +349,13 @@ class TcpConnection:
     @classmethod
     def from_cookie(cls, local, remote, ack: TcpHeader, iss: int, peer_mss: int,
                     snd_wscale: int | None, sack: bool, config: TcpConfig, now: float,
-                    ts_offset: int) -> TcpConnection:
+                    ts_offset: int, *, mss: int | None = None) -> TcpConnection:
         """Passive open from the ACK of a SYN cookie (RFC 4987 3.6): our
         SYN-ACK (ISS ``iss``) went out without state, the options come
         decoded from the cookie. Straight to ESTABLISHED; the ACK's data, if
         any, is the caller's to deliver next. Timestamps are on when the ACK
         carries them (our cookie SYN-ACK offered them only then)."""
-        self = cls(local, remote, iss, config, now, ts_offset)
+        self = cls(local, remote, iss, config, now, ts_offset, mss=mss)
         self._passive = True
         ts = ack.options.timestamps
         syn = TcpHeader(ack.src_port, ack.dst_port, (ack.seq - 1) & _M32, 0, SYN, ack.window, 0,

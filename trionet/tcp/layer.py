@@ -9,7 +9,6 @@ import os
 from ipaddress import IPv4Address
 from typing import TYPE_CHECKING, Any
 
-import attrs
 import trio
 
 from ..route import IPAddress, parse_address
@@ -92,9 +91,10 @@ class TcpLayer:
         self.cookies = SynCookies(secret)
         self.ports = EphemeralPortAllocator(secret=secret[16:], rng=stack._rng)
 
-    def new_config(self, mtu: int) -> TcpConfig:
+    @staticmethod
+    def route_mss(mtu: int) -> int:
         # RFC 9293 3.7.1: the MSS we announce is the MTU less the IP and TCP headers.
-        return attrs.evolve(self.config, mss=mtu - 40)
+        return mtu - 40
 
     # --- input (plain call from the NIC task) ---------------------------------
 
@@ -275,7 +275,7 @@ class TcpLayer:
         now = trio.current_time()
         machine = TcpConnection.connect((src, local_port), (dst, port),
                                         self.isn.isn(src, local_port, dst, port),
-                                        self.new_config(path.mtu), now)
+                                        self.config, now, mss=self.route_mss(path.mtu))
         sock = TcpSocket(self, machine, key)
         self.register(sock)
         self._connecting[key] = None

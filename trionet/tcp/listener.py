@@ -129,7 +129,7 @@ class Listener(trio.abc.Listener[Stream]):
         machine = TcpConnection.accept(
             (local_ip, self.port), (remote_ip, header.src_port), header,
             layer.isn.isn(local_ip, self.port, remote_ip, header.src_port),
-            layer.new_config(path.mtu), now)
+            layer.config, now, mss=layer.route_mss(path.mtu))
         sock = TcpSocket(layer, machine, key, listener=self)
         self._embryos[sock] = True
         self._young += 1
@@ -146,7 +146,8 @@ class Listener(trio.abc.Listener[Stream]):
         except OSError:
             stats.drop("tcp.no_route")
             return
-        config = layer.new_config(path.mtu)
+        config = layer.config
+        mss = layer.route_mss(path.mtu)
         local = (local_ip, self.port)
         remote = (remote_ip, syn.src_port)
         cookies = layer.cookies
@@ -161,11 +162,11 @@ class Listener(trio.abc.Listener[Stream]):
             sack = config.sack and opts.sack_permitted
             tsval = (int(now * 1000) + cookies.ts_offset(local, remote)) & _M32
             ts = (cookies.encode_tsval(tsval, wscale, sack), opts.timestamps[0])
-            out = TcpOptions(mss=config.mss,
+            out = TcpOptions(mss=mss,
                              window_scale=our_window_scale(config) if wscale is not None else None,
                              sack_permitted=sack, timestamps=ts)
         else:
-            out = TcpOptions(mss=config.mss)
+            out = TcpOptions(mss=mss)
         header = TcpHeader(self.port, syn.src_port, iss, (syn.seq + 1) & _M32, SYN | ACK,
                            min(config.receive_buffer, 0xFFFF), 0, out)
         segment = build_tcp(header, b"", local_ip, remote_ip, compute_checksum=not path.offload)
@@ -206,7 +207,7 @@ class Listener(trio.abc.Listener[Stream]):
             raise WireError("tcp.no_route") from None
         machine = TcpConnection.from_cookie(
             local, remote, header, (header.ack - 1) & _M32, mss, options[0], options[1],
-            layer.new_config(path.mtu), now, cookies.ts_offset(local, remote))
+            layer.config, now, cookies.ts_offset(local, remote), mss=layer.route_mss(path.mtu))
         sock = TcpSocket(layer, machine, (local_ip, self.port, remote_ip, header.src_port),
                          listener=self)
         sock._accepted = True  # straight into the accept queue

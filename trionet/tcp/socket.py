@@ -1,7 +1,9 @@
 """The Trio task around one TCP connection's state machine.
 
-Segments cross into the task through a memory channel (one crossing per
-batch); the connection's timers are one cancel scope whose deadline is moved
+Segments cross into the task through a memory channel in batches: the
+first segment for an idle task sends a list through the channel, and the
+ones arriving before the task takes it are appended to that list (one
+crossing and one wake-up per batch, nothing per segment). The connection's timers are one cancel scope whose deadline is moved
 after every event, and re-made only when it fires. Application calls (send,
 receive, close) run in the application's task and call the machine directly;
 whoever changes the machine flushes its output and wakes the waiters.
@@ -85,8 +87,8 @@ class TcpSocket:
     """One connection: the machine, its task, and what the API waits on."""
 
     __slots__ = ("layer", "machine", "key", "local_ip", "remote_ip", "listener",
-                 "_send_channel", "_receive_channel", "_scope", "_lot", "_done", "_accepted",
-                 "__weakref__")
+                 "_send_channel", "_receive_channel", "_pending", "_scope", "_lot", "_done",
+                 "_accepted", "__weakref__")
 
     def __init__(self, layer: TcpLayer, machine: TcpConnection, key: tuple,
                  listener: Listener | None = None):
@@ -96,7 +98,9 @@ class TcpSocket:
         self.local_ip = key[0]
         self.remote_ip = key[2]
         self.listener = listener
-        self._send_channel, self._receive_channel = trio.open_memory_channel(SEGMENT_QUEUE)
+        # Holds at most one batch: the next starts once the task took this one.
+        self._send_channel, self._receive_channel = trio.open_memory_channel(1)
+        self._pending: list | None = None  # the batch in the channel, still open
         self._scope: trio.CancelScope | None = None
         self._lot = trio.lowlevel.ParkingLot()
         self._done = False
@@ -108,11 +112,21 @@ class TcpSocket:
     # --- input from the layer (plain call in the NIC task) -----------------
 
     def deliver(self, header, payload) -> bool:
-        try:
-            self._send_channel.send_nowait((header, payload))
+        """Queue a segment for the task; False when the task is gone or
+        SEGMENT_QUEUE segments already wait."""
+        pending = self._pending
+        if pending is not None:
+            if len(pending) >= SEGMENT_QUEUE:
+                return False
+            pending.append((header, payload))
             return True
+        pending = [(header, payload)]
+        try:
+            self._send_channel.send_nowait(pending)
         except (trio.WouldBlock, trio.ClosedResourceError):
             return False
+        self._pending = pending
+        return True
 
     # --- the task ------------------------------------------------------------
 
@@ -126,14 +140,10 @@ class TcpSocket:
                     self._scope = scope
                     while True:
                         try:
-                            batch = [await receive.receive()]
+                            batch = await receive.receive()
                         except trio.EndOfChannel:  # terminate(): the 4-tuple is reused
                             return
-                        while True:
-                            try:
-                                batch.append(receive.receive_nowait())
-                            except (trio.WouldBlock, trio.EndOfChannel):
-                                break
+                        self._pending = None  # later segments start the next batch
                         now = trio.current_time()
                         for header, payload in batch:
                             machine.on_segment(header, payload, now)
@@ -147,6 +157,7 @@ class TcpSocket:
         finally:
             self._scope = None
             self._done = True
+            self._pending = None
             self._send_channel.close()
             self.layer.forget(self)
             self._lot.unpark_all()
@@ -197,6 +208,7 @@ class TcpSocket:
     def terminate(self) -> None:
         """End the task now (the 4-tuple is reused or the stack closes)."""
         self._done = True
+        self._pending = None
         self._send_channel.close()
         self.layer.forget(self)
         self._lot.unpark_all()
