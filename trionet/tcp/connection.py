@@ -174,7 +174,7 @@ class TcpConnection:
         "max_snd_wnd", "_snd_buf", "_snd_buf_seq", "_fin_queued", "_fin_seq",
         # receive sequence space (unwrapped)
         "irs", "rcv_nxt", "_rcv_adv", "_rcv_buf", "_ooo", "_ooo_fin", "_fin_received",
-        "_sack_recent", "_ack_pending", "_last_ack_sent", "_rcv_mss",
+        "_sack_recent", "_ack_pending", "_ack_coalesce_from", "_last_ack_sent", "_rcv_mss",
         # options
         "_ts_ok", "_ts_recent", "_ts_recent_stamp", "_ts_offset", "_sack_ok",
         "_snd_wscale", "_rcv_wscale", "_ws_ok", "_our_wscale", "_peer_mss", "_mss", "_syn_window",
@@ -236,6 +236,9 @@ class TcpConnection:
         self._fin_received = False
         self._sack_recent: list[int] = []
         self._ack_pending = 0
+        # ACKs of one batch are coalesced only once RCV.NXT passes this: not
+        # while the peer recovers from a loss (see pop_outgoing).
+        self._ack_coalesce_from = 0
         self._last_ack_sent = 0
         self._rcv_mss = min(_DEFAULT_MSS_V4, cfg.mss)
 
@@ -572,9 +575,21 @@ class TcpConnection:
     # Output helpers
 
     def pop_outgoing(self) -> list:
+        """The segments to send, oldest first. A pure ACK that a later
+        segment of the same batch acknowledges past, from the same sequence
+        number, is left out: it would leave at the same instant and tell the
+        peer nothing more (one ACK per batch of received segments, as a
+        stack with GRO sends). ACKs with SACK blocks (loss in progress) and
+        probes (another sequence number) always go, and for 16 segments after
+        out-of-order data every ACK goes (as Linux's quick-ACK mode after a
+        hole, tcp_enter_quickack_mode): a sender recovering from loss with a
+        small window needs every one, and one lost stretch ACK costs it an
+        RTO."""
         out = self._out
         if out:
             self._out = []
+            if len(out) > 1:
+                out = _without_superseded_acks(out, self.rcv_nxt, self._ack_coalesce_from)
         return out
 
     def _tsval(self, now: float) -> int:
@@ -2041,6 +2056,7 @@ class TcpConnection:
                 if self._ooo:
                     rcv_nxt = self._ooo_pull(rcv_nxt)
                     filled = True
+                    self._ack_coalesce_from = rcv_nxt + 16 * self._rcv_mss
                 self.rcv_nxt = rcv_nxt
             if fin or (self._ooo_fin is not None and self._ooo_fin == rcv_nxt):
                 self._ooo_fin = None
@@ -2057,6 +2073,7 @@ class TcpConnection:
         else:
             # Out of order: hold it (bounded by the window) and ACK at once
             # with SACK (RFC 5681 4.2, RFC 2018).
+            self._ack_coalesce_from = rcv_nxt + 16 * self._rcv_mss
             if plen:
                 if not self._ooo_insert(seq, payload) and self._sack_ok:
                     self._dsack = (seq, seq + plen)  # all of it was here already
@@ -2142,6 +2159,34 @@ class TcpConnection:
             self._enter_time_wait(now)
             return
         self._send_ack(now)
+
+
+def _without_superseded_acks(out: list, rcv_nxt: int, coalesce_from: int) -> list:
+    """``out`` less pure ACKs superseded by its last segment, keeping one in
+    _ACK_COALESCE_RUN of them (so one lost ACK costs the peer little) and
+    every one below ``coalesce_from``."""
+    last = out[-1][0]
+    if not last.flags & ACK:
+        return out
+    ack, seq = last.ack, last.seq
+    kept = []
+    run = 0
+    for seg in out:
+        h = seg[0]
+        if h.flags == ACK and h.ack != ack and h.seq == seq and not seg[1] \
+                and not h.options.sack_blocks \
+                and rcv_nxt + (((h.ack - rcv_nxt + _HALF) & _M32) - _HALF) >= coalesce_from:
+            run += 1
+            if run < _ACK_COALESCE_RUN:
+                continue
+            run = 0
+        kept.append(seg)
+    return kept
+
+
+#: At most this many pure ACKs of one batch go as one (at least one ACK for
+#: every eight full-sized segments reaches the peer).
+_ACK_COALESCE_RUN = 4
 
 
 def _start(entry) -> int:
