@@ -32,12 +32,22 @@ def feed(p, segments):
 
 def test_a_batch_of_in_order_segments_is_acked_once_per_four_acks():
     p = established_pair()
-    segs = data_segments(p, 16)   # 8 ACKs due (one every second full segment)
+    segs = data_segments(p, 32)   # 16 ACKs due (one every second full segment)
     acks = feed(p, segs)
     assert all(h.flags == ACK and not payload for h, payload in acks)
-    last_seq = segs[-1][0].seq + len(segs[-1][1])
-    # The fourth ACK (8 segments) and the eighth, which acknowledges all.
-    assert [h.ack for h, _ in acks] == [segs[8][0].seq, last_seq & 0xFFFFFFFF]
+    end = (segs[-1][0].seq + len(segs[-1][1])) & 0xFFFFFFFF
+    # ACKs 4, 8 and 12 (each acknowledging 8 more segments) and the last.
+    assert [h.ack for h, _ in acks] == [segs[8][0].seq, segs[16][0].seq, segs[24][0].seq, end]
+
+
+def test_a_small_batch_keeps_every_ack():
+    # 8 ACKs, 7 of them superseded: fewer than _ACK_COALESCE_MIN, so a
+    # sender with a small window (as after losses) gets every one.
+    p = established_pair()
+    segs = data_segments(p, 16)
+    acks = feed(p, segs)
+    assert [h.ack for h, _ in acks] == [segs[i][0].seq for i in range(2, 16, 2)] + [
+        (segs[-1][0].seq + len(segs[-1][1])) & 0xFFFFFFFF]
 
 
 def test_coalescing_across_the_sequence_number_wrap():
@@ -46,9 +56,10 @@ def test_coalescing_across_the_sequence_number_wrap():
     p = established_pair(iss_a=2**32 - 10 * 1448)
     segs = data_segments(p, 40)
     acks = feed(p, segs[1:2] + segs[0:1] + segs[2:20])
-    # The fill's ACK, those up to 16 segments past it (4..16), and the last
-    # (20); the one at 18 is past the mark and superseded.
-    assert len([h for h, _ in acks if not h.options.sack_blocks]) == 1 + 7 + 1
+    # The fill's ACK and one per two segments: those up to 16 segments past
+    # the fill are kept by the mark; the one past it (18) is superseded but
+    # alone, too few to coalesce.
+    assert len([h for h, _ in acks if not h.options.sack_blocks]) == 1 + 9
     acks = feed(p, segs[20:40])
     assert len(acks) == 10 // 4 + 1
     assert acks[-1][0].ack == (segs[-1][0].seq + len(segs[-1][1])) & 0xFFFFFFFF
@@ -80,17 +91,21 @@ def test_after_a_hole_every_ack_goes():
 
 def test_probes_and_data_are_never_dropped():
     p = established_pair()
-    segs = data_segments(p, 8)
+    segs = data_segments(p, 20)
     for header, payload in segs:
         p.b.on_segment(header, payload, p.now)
     p.b.send(b"reply", p.now)                  # data carrying the newest ACK
     out = p.b.pop_outgoing()
-    assert out[-1][1] == b"reply"
-    # ACKs 1-3 are superseded; the fourth acknowledges what the reply does.
     end = (segs[-1][0].seq + len(segs[-1][1])) & 0xFFFFFFFF
-    assert [h.ack for h, _ in out] == [end, end]
-    # A window probe (SEQ = SND.UNA - 1) followed by a newer ACK stays.
-    p.b._send_probe(p.now)
-    p.b._send_ack(p.now)
+    # ACKs 1-9 are superseded by the reply (4 and 8 go); the tenth
+    # acknowledges no less than the reply does, so it goes too.
+    assert [(h.ack, bytes(payload)) for h, payload in out] == [
+        (segs[8][0].seq, b""), (segs[16][0].seq, b""), (end, b""), (end, b"reply")]
+    # A window probe (SEQ = SND.UNA - 1) among ACKs that a later one supersedes.
+    for header, payload in data_segments(p, 20):
+        p.b.on_segment(header, payload, p.now)
+        if header.seq == segs[-1][0].seq + 10 * 1448:
+            p.b._send_probe(p.now)
     out = p.b.pop_outgoing()
-    assert len(out) == 2
+    probes = [h for h, _ in out if h.seq != out[-1][0].seq]
+    assert len(probes) == 1

@@ -2169,13 +2169,16 @@ def _without_superseded_acks(out: list, rcv_nxt: int, coalesce_from: int) -> lis
     if not last.flags & ACK:
         return out
     ack, seq = last.ack, last.seq
+    superseded = [h.flags == ACK and h.ack != ack and h.seq == seq and not p
+                  and not h.options.sack_blocks
+                  and rcv_nxt + (((h.ack - rcv_nxt + _HALF) & _M32) - _HALF) >= coalesce_from
+                  for h, p in out]
+    if sum(superseded) < _ACK_COALESCE_MIN:
+        return out  # a small flight: every ACK counts when one is lost
     kept = []
     run = 0
-    for seg in out:
-        h = seg[0]
-        if h.flags == ACK and h.ack != ack and h.seq == seq and not seg[1] \
-                and not h.options.sack_blocks \
-                and rcv_nxt + (((h.ack - rcv_nxt + _HALF) & _M32) - _HALF) >= coalesce_from:
+    for seg, drop in zip(out, superseded):
+        if drop:
             run += 1
             if run < _ACK_COALESCE_RUN:
                 continue
@@ -2187,6 +2190,9 @@ def _without_superseded_acks(out: list, rcv_nxt: int, coalesce_from: int) -> lis
 #: At most this many pure ACKs of one batch go as one (at least one ACK for
 #: every eight full-sized segments reaches the peer).
 _ACK_COALESCE_RUN = 4
+#: ... and only in a batch with at least this many of them (16 segments):
+#: a sender with a small window (after losses) gets every ACK.
+_ACK_COALESCE_MIN = 8
 
 
 def _start(entry) -> int:
