@@ -190,3 +190,9 @@ def is_unicast_source(address: IPv4Address) -> bool:
     # (240/4) and the limited broadcast.
     return 0 < int(address) < 0xE0000000
 
+
+def is_acceptable_source(address: IPv4Address) -> bool:
+    """RFC 1122 3.2.1.3: a source a datagram for us may carry: a unicast
+    one, or 0.0.0.0 (a host learning its address, as DHCP)."""
+    return int(address) < 0xE0000000
+

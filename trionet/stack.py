@@ -15,7 +15,8 @@ import trio
 
 from .arp import ArpConfig
 from .interface import Interface
-from .ipv4 import Reassembler, ReassemblyConfig, fragment, is_unicast_source
+from .ipv4 import (Reassembler, ReassemblyConfig, fragment, is_acceptable_source,
+                   is_unicast_source)
 from .link.base import Link
 from .link.loopback import LoopbackLink
 from .route import IPAddress, Route, RouteTable, parse_address, parse_network
@@ -446,7 +447,7 @@ class Stack:
             else:
                 raise WireError("ipv4.not_for_us")
         src = header.src
-        if int(src) >= 0xE0000000:  # 0.0.0.0 may send (DHCP); see is_unicast_source
+        if not is_acceptable_source(src):
             raise WireError("ipv4.bad_source")  # RFC 1122 3.2.1.3
         quote = data
         if header.is_fragment:

@@ -588,7 +588,7 @@ class TcpConnection:
         out = self._out
         if out:
             self._out = []
-            if len(out) > 1:
+            if len(out) > _ACK_COALESCE_MIN:
                 out = _without_superseded_acks(out, self.rcv_nxt, self._ack_coalesce_from)
         return out
 

@@ -3,8 +3,9 @@
 Segments cross into the task through a memory channel in batches: the
 first segment for an idle task sends a list through the channel, and the
 ones arriving before the task takes it are appended to that list (one
-crossing and one wake-up per batch, nothing per segment). The connection's timers are one cancel scope whose deadline is moved
-after every event, and re-made only when it fires. Application calls (send,
+crossing and one wake-up per batch, nothing per segment). The connection's
+timers are one cancel scope whose deadline is moved after every event, and
+re-made only when it fires. Application calls (send,
 receive, close) run in the application's task and call the machine directly;
 whoever changes the machine flushes its output and wakes the waiters.
 """
