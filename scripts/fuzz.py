@@ -139,7 +139,7 @@ class AuditStats(Stats):
 _PROTOCOLS = {1: "icmp", 6: "tcp", 17: "udp"}
 
 
-def audit_interface(iface, audit: Audit, where: str) -> None:
+def audit_interface(stack, iface, audit: Audit, where: str) -> None:
     """Observe every frame ``iface``'s NIC task and ARP task handle.
 
     A frame the handler returns from normally must show what took it: an
@@ -150,14 +150,14 @@ def audit_interface(iface, audit: Audit, where: str) -> None:
     without a count.
 
     The tasks look the handlers up on the instance (``handle =
-    self._handle_frame`` when the NIC task starts, ``self._handle_arp(...)``
+    self.handle_frame`` when the NIC task starts, ``self.handle_arp(...)``
     per packet), so this must run before the stack's tasks start."""
-    handle_frame = iface._handle_frame
-    handle_arp = iface._handle_arp
+    handle_frame = iface.handle_frame
+    handle_arp = iface.handle_arp
     accepted = audit.accepted
     arp_where = where + "/arp-task"
-    stats = iface.stack.stats
-    reassembler = iface.stack._reassembler
+    stats = iface.stats
+    reassembler = stack.network.ipv4.reassembler
 
     def checked_frame(frame):
         if audit.expect is not None:
@@ -214,8 +214,8 @@ def audit_interface(iface, audit: Audit, where: str) -> None:
         audit.handling = None
         accepted[(arp_where, "parsed")] += 1
 
-    iface._handle_frame = checked_frame
-    iface._handle_arp = checked_arp
+    iface.handle_frame = checked_frame
+    iface.handle_arp = checked_arp
 
 
 # --- frames ------------------------------------------------------------------------
@@ -702,8 +702,8 @@ async def run(args, result: Result) -> None:
     # A reassembly timeout shorter than the default 30 s, so that the 4 MiB
     # of reassembly buffers both fill up (never-completed series) and turn over.
     victim = result.victim = trionet.Stack(
-        seed=args.seed, reassembly=trionet.ReassemblyConfig(timeout=args.reassembly_timeout))
-    victim.stats = AuditStats(audit)
+        seed=args.seed, reassembly=trionet.ReassemblyConfig(timeout=args.reassembly_timeout),
+        stats=AuditStats(audit))
     peer = result.peer = trionet.Stack(seed=args.seed + 1)
     memory = result.memory = MemoryWatch(args.tracemalloc)
     start_time = trio.current_time()
@@ -712,8 +712,8 @@ async def run(args, result: Result) -> None:
         eth0 = victim.add_interface(trionet.Capture(echo_a, pcap), f"{VICTIM_IP}/24",
                                     mac=VICTIM_MAC)
         eth1 = victim.add_interface(fuzz_a, f"{VICTIM_FUZZ_IP}/24", mac=VICTIM_FUZZ_MAC)
-        audit_interface(eth0, audit, "eth0")
-        audit_interface(eth1, audit, "eth1")
+        audit_interface(victim, eth0, audit, "eth0")
+        audit_interface(victim, eth1, audit, "eth1")
         peer.add_interface(echo_b, f"{PEER_IP}/24", mac=PEER_MAC)
 
         async def echo_handler(stream):
@@ -867,11 +867,11 @@ async def run(args, result: Result) -> None:
                          f"({result.arp_replies} of them ARP replies), {result.injected} "
                          f"received by the victim ({dict(fuzz_b.stats)})")
             if not args.real_clock:
-                reassembler = victim._reassembler
-                result.check(len(reassembler) == 0 and reassembler.bytes_held == 0,
-                             f"reassembly still holds {len(reassembler)} datagrams "
-                             f"({reassembler.bytes_held} bytes) after {args.settle} s")
-                embryos = sum(len(listener._embryos) for listener in victim.tcp.listeners.values())
+                held = victim.resources()
+                result.check(held["reassembly_datagrams"] == 0 and held["reassembly_bytes"] == 0,
+                             f"reassembly still holds {held['reassembly_datagrams']} datagrams "
+                             f"({held['reassembly_bytes']} bytes) after {args.settle} s")
+                embryos = held["tcp_handshakes"]
                 result.check(embryos == 0, f"{embryos} half-open connections after {args.settle} s")
                 pending = eth1.arp.pending_addresses() + eth0.arp.pending_addresses()
                 result.check(not pending, f"ARP still resolving {pending}")

@@ -23,7 +23,6 @@ from trionet.tcp.connection import TcpState
 from trionet.wire import ETHERTYPE_IPV4, IPv4Header, build_ethernet, build_ipv4
 from trionet.wire.tcp import ACK, NO_OPTIONS, PSH, RST, SYN, TcpHeader, TcpOptions, build_tcp
 
-from test_stack_support import no_internal_errors  # noqa: F401
 
 M32 = 0xFFFFFFFF
 CLIENT_MAC = bytes.fromhex("02000000c001")
@@ -41,15 +40,15 @@ def injections(m, rng: random.Random, now_tsval: int) -> list[tuple[str, TcpHead
     stay so (data inside the window with an acceptable ACK and timestamp is
     the attack RFC 5961 leaves to chance: it is not sent)."""
     rcv = m.rcv_nxt
-    wnd = max(m._rcv_adv - rcv, 4096)
+    wnd = max(m.rcv_adv - rcv, 4096)
     una = m.snd_una
     good_ack = una & M32
     # Far from anything acceptable (SND.UNA - MAX.SND.WND .. SND.NXT, RFC 5961
     # 5.2) even after the transfer moved on while the segment travelled.
     bad_acks = ((una + (1 << 30) + rng.randrange(1 << 20)) & M32,   # not yet sent
                 (una - (1 << 30) - rng.randrange(1 << 20)) & M32)   # too old
-    ts_ok = m._ts_ok
-    recent = m._ts_recent
+    ts_ok = m.timestamps.ok
+    recent = m.timestamps.recent
 
     def opts(tsval):
         return TcpOptions(timestamps=(tsval & M32, now_tsval & M32)) if ts_ok else NO_OPTIONS
@@ -129,14 +128,14 @@ async def test_blind_injection_during_transfer_is_harmless(autojump_clock):
                 await trio.sleep(0.001)
                 now = trio.current_time()
                 # Into the server, spoofing the client (through the client's end) ...
-                for kind, h, payload in injections(s_machine, rng, c_machine._tsval(now)):
+                for kind, h, payload in injections(s_machine, rng, c_machine.tsval(now)):
                     ident += 1
                     a.send_frame(spoofed_frame(h, payload, src="10.0.0.1", dst="10.0.0.2",
                                                sport=cport, dport=7, src_mac=CLIENT_MAC,
                                                dst_mac=SERVER_MAC, ident=ident))
                     sent_kinds[kind] = sent_kinds.get(kind, 0) + 1
                 # ... and into the client, spoofing the server.
-                for kind, h, payload in injections(c_machine, rng, s_machine._tsval(now)):
+                for kind, h, payload in injections(c_machine, rng, s_machine.tsval(now)):
                     ident += 1
                     b.send_frame(spoofed_frame(h, payload, src="10.0.0.2", dst="10.0.0.1",
                                                sport=7, dport=cport, src_mac=SERVER_MAC,
@@ -147,7 +146,7 @@ async def test_blind_injection_during_transfer_is_harmless(autojump_clock):
             stream = await client.open_tcp_stream("10.0.0.2", 7)
             await trio.sleep(0.05)
             (s_sock,) = server.tcp.connections.values()
-            c_machine, s_machine = stream._sock.machine, s_sock.machine
+            c_machine, s_machine = stream.connection, s_sock.machine
             nursery.start_soon(inject, c_machine, s_machine, stream.local_address[1])
 
             async def send():
@@ -186,13 +185,13 @@ async def test_challenge_acks_are_rate_limited_on_the_wire(autojump_clock):
         while got < 10_000:
             got += len(await server_stream.receive_some())
         await trio.sleep(1.0)
-        m = server_stream._sock.machine
+        m = server_stream.connection
         cport = stream.local_address[1]
         for burst in range(3):
             rx_before = client.stats["tcp.rx"]
             sent_before = m.challenge_acks
             limited_before = m.challenge_acks_limited
-            now_ts = stream._sock.machine._tsval(trio.current_time())
+            now_ts = stream.connection.tsval(trio.current_time())
             for i in range(25):
                 h = next(h for kind, h, _ in injections(m, rng, now_ts)
                          if kind == "rst_in_window_challenge")
@@ -226,8 +225,8 @@ async def test_future_timestamp_with_bad_ack_does_not_poison_ts_recent(autojump_
         listener = (await server.open_tcp_listeners(7))[0]
         stream = await client.open_tcp_stream("10.0.0.2", 7)
         server_stream = await listener.accept()
-        m = server_stream._sock.machine
-        recent = m._ts_recent
+        m = server_stream.connection
+        recent = m.timestamps.recent
         for kind in ("data_bad_ack_challenge", "ack_bad_ack_challenge", "data_no_ack_flag"):
             h = next(h for k, h, _ in injections(m, rng, 0) if k == kind)
             # At RCV.NXT exactly (SEG.SEQ <= Last.ACK.sent: the segment
@@ -239,7 +238,7 @@ async def test_future_timestamp_with_bad_ack_does_not_poison_ts_recent(autojump_
                                        src_mac=CLIENT_MAC, dst_mac=SERVER_MAC, ident=1))
             await trio.sleep(0.1)
         assert m.challenge_acks == 2
-        assert (m._ts_recent - recent) & M32 < 1 << 20  # not moved 2**30 ahead
+        assert (m.timestamps.recent - recent) & M32 < 1 << 20  # not moved 2**30 ahead
         with trio.fail_after(5):
             await stream.send_all(b"genuine")
             assert await server_stream.receive_some() == b"genuine"

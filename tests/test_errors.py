@@ -5,8 +5,8 @@ exceptions or OSError subclasses with their errno (README "Errors")."""
 from __future__ import annotations
 
 import errno
+import functools
 import math
-from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -14,19 +14,12 @@ import trio
 import trionet
 from trionet import ArpConfig, LoopbackLink, ReassemblyConfig, UdpTunnelLink, virtual_cable
 
-from test_stack_support import no_internal_errors  # noqa: F401
 
 
-@asynccontextmanager
-async def two_stacks(*, client_kwargs=None, **cable):
-    cable.setdefault("latency", 0.001)
-    cable.setdefault("seed", 4)
-    a, b = virtual_cable(**cable)
-    async with trionet.Stack(seed=1, **(client_kwargs or {})) as client, \
-            trionet.Stack(seed=2) as server:
-        client.add_interface(a, "10.0.0.1/24")
-        server.add_interface(b, "10.0.0.2/24")
-        yield client, server, a, b
+@pytest.fixture
+def two_stacks(two_stacks):
+    """Client 10.0.0.1 and server 10.0.0.2 on a 1 ms cable."""
+    return functools.partial(two_stacks, latency=0.001, seed=4)
 
 
 # --- Stack(...) ---------------------------------------------------------------------
@@ -153,7 +146,7 @@ def test_add_route_arguments():
 # --- ping ----------------------------------------------------------------------------
 
 
-async def test_ping_errors(autojump_clock):
+async def test_ping_errors(two_stacks, autojump_clock):
     async with two_stacks() as (client, server, a, b):
         with pytest.raises(ValueError, match="host"):
             await client.ping("10.0.0.300")
@@ -181,7 +174,7 @@ async def test_ping_errors(autojump_clock):
 # --- UDP -----------------------------------------------------------------------------
 
 
-async def test_udp_errors(autojump_clock):
+async def test_udp_errors(two_stacks, autojump_clock):
     async with two_stacks() as (client, server, a, b):
         with pytest.raises(TypeError, match="local_port"):
             await client.open_udp_socket("53")
@@ -227,7 +220,7 @@ async def test_udp_errors(autojump_clock):
 # --- TCP -----------------------------------------------------------------------------
 
 
-async def test_open_tcp_stream_argument_errors(autojump_clock):
+async def test_open_tcp_stream_argument_errors(two_stacks, autojump_clock):
     async with two_stacks() as (client, server, a, b):
         with pytest.raises(ValueError, match="host"):
             await client.open_tcp_stream("example", 80)
@@ -242,7 +235,7 @@ async def test_open_tcp_stream_argument_errors(autojump_clock):
         assert not client.tcp.connections
 
 
-async def test_connect_network_errors(autojump_clock):
+async def test_connect_network_errors(two_stacks, autojump_clock):
     async with two_stacks() as (client, server, a, b):
         with pytest.raises(ConnectionRefusedError) as info:
             await client.open_tcp_stream("10.0.0.2", 81)
@@ -290,7 +283,7 @@ async def test_icmp_unreachable_from_a_router_fails_connect(autojump_clock):
         assert not client.tcp.connections
 
 
-async def test_forged_icmp_does_not_fail_connect(autojump_clock):
+async def test_forged_icmp_does_not_fail_connect(two_stacks, autojump_clock):
     """RFC 5927 4.1: an ICMP error must quote our SYN's sequence number."""
     from trionet.wire import IcmpMessage, IPv4Header, build_icmpv4, build_ipv4, quote_for_icmp
     from trionet.wire.tcp import SYN, TcpHeader, build_tcp
@@ -306,7 +299,7 @@ async def test_forged_icmp_does_not_fail_connect(autojump_clock):
             quote = quote_for_icmp(build_ipv4(IPv4Header(key[0], key[2], 6), syn))
             icmp = build_icmpv4(IcmpMessage.error(3, 1, quote))
             packet = build_ipv4(IPv4Header(IPv4Address("10.0.0.2"), key[0], 1), icmp)
-            client.interfaces[0]._handle_frame(
+            client.interfaces[0].handle_frame(
                 client.interfaces[0].mac + bytes(6) + b"\x08\x00" + packet)
 
         async with trio.open_nursery() as nursery:
@@ -317,7 +310,7 @@ async def test_forged_icmp_does_not_fail_connect(autojump_clock):
         await listener.aclose()
 
 
-async def test_max_connections(autojump_clock):
+async def test_max_connections(two_stacks, autojump_clock):
     async with two_stacks(client_kwargs=dict(max_connections=2)) as (client, server, a, b):
         listener = (await server.open_tcp_listeners(80))[0]
         s1 = await client.open_tcp_stream("10.0.0.2", 80)
@@ -339,7 +332,7 @@ async def test_max_connections(autojump_clock):
         await listener.aclose()
 
 
-async def test_open_tcp_listeners_errors(autojump_clock):
+async def test_open_tcp_listeners_errors(two_stacks, autojump_clock):
     async with two_stacks() as (client, server, a, b):
         with pytest.raises(TypeError, match="port"):
             await server.open_tcp_listeners("80")
@@ -386,7 +379,7 @@ async def test_open_tcp_listeners_errors(autojump_clock):
     ("send_buffer", 1 << 31, ValueError),
     ("receive_buffer", "64k", TypeError),
 ])
-async def test_setsockopt_errors(autojump_clock, name, value, exc):
+async def test_setsockopt_errors(two_stacks, autojump_clock, name, value, exc):
     async with two_stacks() as (client, server, a, b):
         listener = (await server.open_tcp_listeners(80))[0]
         stream = await client.open_tcp_stream("10.0.0.2", 80)
@@ -398,7 +391,7 @@ async def test_setsockopt_errors(autojump_clock, name, value, exc):
         await listener.aclose()
 
 
-async def test_setsockopt_accepted_values_and_getsockopt_errors(autojump_clock):
+async def test_setsockopt_accepted_values_and_getsockopt_errors(two_stacks, autojump_clock):
     async with two_stacks() as (client, server, a, b):
         listener = (await server.open_tcp_listeners(80))[0]
         stream = await client.open_tcp_stream("10.0.0.2", 80)
@@ -417,7 +410,7 @@ async def test_setsockopt_accepted_values_and_getsockopt_errors(autojump_clock):
         await listener.aclose()
 
 
-async def test_stream_errors(autojump_clock):
+async def test_stream_errors(two_stacks, autojump_clock):
     async with two_stacks() as (client, server, a, b):
         listener = (await server.open_tcp_listeners(80))[0]
         stream = await client.open_tcp_stream("10.0.0.2", 80)

@@ -54,7 +54,7 @@ def test_fuzz_on_the_real_clock():
 def test_accounting_catches_a_frame_lost_without_a_count(monkeypatch, capsys):
     """A stack that silently swallows some frames fails the fuzz run."""
     fuzz = load_script()
-    original = trionet.interface.Interface._handle_frame
+    original = trionet.interface.Interface.handle_frame
     seen = [0]
 
     def lossy(self, frame):
@@ -64,7 +64,7 @@ def test_accounting_catches_a_frame_lost_without_a_count(monkeypatch, capsys):
                 return  # gone, no count
         original(self, frame)
 
-    monkeypatch.setattr(trionet.interface.Interface, "_handle_frame", lossy)
+    monkeypatch.setattr(trionet.interface.Interface, "handle_frame", lossy)
     assert fuzz.main(["--frames", "3000", "--seed", "3", "--quiet"]) == 1
     out = capsys.readouterr().out
     assert "FAIL: accounting:" in out and "without a count" in out

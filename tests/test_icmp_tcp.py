@@ -5,6 +5,7 @@ cable, and path MTU discovery through routers with a small-MTU link."""
 from __future__ import annotations
 
 import errno
+import functools
 import hashlib
 import random
 import struct
@@ -18,7 +19,6 @@ from trionet.tcp.connection import TcpState
 from trionet.wire import (ETHERTYPE_IPV4, IcmpMessage, IPv4Header, build_ethernet, build_icmpv4,
                           build_ipv4, quote_for_icmp)
 
-from test_stack_support import no_internal_errors  # noqa: F401
 
 M32 = 0xFFFFFFFF
 CLIENT_MAC = bytes.fromhex("02000000c001")
@@ -39,32 +39,21 @@ def icmp_frame(type_: int, code: int, *, quoted_src, quoted_dst, sport: int, dpo
     return build_ethernet(to_mac, ROUTER_MAC, ETHERTYPE_IPV4, packet)
 
 
-class Net:
-    def __init__(self, client, server, a, b):
-        self.client, self.server, self.a, self.b = client, server, a, b
-
-    def to_client(self, type_, code, stream, *, seq=None, **kw) -> None:
-        """An ICMP error about a segment the client sent on ``stream``
-        (default: at SND.UNA, in the window), injected toward the client."""
-        m = stream._sock.machine
-        self.b.send_frame(icmp_frame(
-            type_, code, quoted_src="10.0.0.1", quoted_dst="10.0.0.2",
-            sport=stream.local_address[1], dport=stream.remote_address[1],
-            seq=m.snd_una if seq is None else seq, to_ip="10.0.0.1", to_mac=CLIENT_MAC, **kw))
+def icmp_to_client(net, type_, code, stream, *, seq=None, **kw) -> None:
+    """An ICMP error about a segment the client sent on ``stream``
+    (default: at SND.UNA, in the window), injected toward the client."""
+    m = stream.connection
+    net.b.send_frame(icmp_frame(
+        type_, code, quoted_src="10.0.0.1", quoted_dst="10.0.0.2",
+        sport=stream.local_address[1], dport=stream.remote_address[1],
+        seq=m.snd_una if seq is None else seq, to_ip="10.0.0.1", to_mac=CLIENT_MAC, **kw))
 
 
-def two_stacks(**cable):
-    from contextlib import asynccontextmanager
-
-    @asynccontextmanager
-    async def manager():
-        cable.setdefault("latency", 0.005)
-        a, b = trionet.virtual_cable(seed=1, **cable)
-        async with trionet.Stack(seed=1) as client, trionet.Stack(seed=2) as server:
-            client.add_interface(a, "10.0.0.1/24", mac=CLIENT_MAC)
-            server.add_interface(b, "10.0.0.2/24", mac=SERVER_MAC)
-            yield Net(client, server, a, b)
-    return manager()
+@pytest.fixture
+def two_stacks(two_stacks):
+    """Client and server (known MACs) on a 5 ms cable."""
+    return functools.partial(two_stacks, latency=0.005, seed=1, client_mac=CLIENT_MAC,
+                             server_mac=SERVER_MAC)
 
 
 async def connected(net, port=80):
@@ -88,14 +77,14 @@ async def exchange(stream, server_stream, size=200_000, seed=1):
 
 
 @pytest.mark.parametrize("type_, code", [(3, 0), (3, 1), (3, 2), (3, 3), (11, 0), (12, 0)])
-async def test_errors_on_an_established_connection_are_soft(autojump_clock, type_, code):
+async def test_errors_on_an_established_connection_are_soft(two_stacks, autojump_clock, type_, code):
     """RFC 1122 4.2.3.9, RFC 5927 4.2: net/host unreachable, and even port
     or protocol unreachable, time exceeded and parameter problem, are
     recorded on a synchronized connection, never fatal."""
     async with two_stacks() as net:
         stream, server_stream = await connected(net)
         await stream.send_all(b"x" * 50_000)  # data in flight: SND.UNA < SND.NXT
-        net.to_client(type_, code, stream)
+        icmp_to_client(net, type_, code, stream)
         await trio.sleep(0.5)
         assert stream.state is TcpState.ESTABLISHED
         assert stream.info["soft_error"] == f"ICMP type {type_} code {code}"
@@ -108,17 +97,17 @@ async def test_errors_on_an_established_connection_are_soft(autojump_clock, type
         await server_stream.aclose()
 
 
-async def test_error_quoting_a_sequence_number_out_of_the_window_is_dropped(autojump_clock):
+async def test_error_quoting_a_sequence_number_out_of_the_window_is_dropped(two_stacks, autojump_clock):
     async with two_stacks() as net:
         stream, server_stream = await connected(net)
-        m = stream._sock.machine
+        m = stream.connection
         for seq in (m.snd_una - 1, m.snd_max, m.snd_una + 1_000_000, m.snd_una ^ 0x80000000):
-            net.to_client(3, 1, stream, seq=seq)
+            icmp_to_client(net, 3, 1, stream, seq=seq)
         await trio.sleep(0.1)
         assert net.client.stats["drop.tcp.icmp_out_of_window"] == 4
         assert stream.info["soft_error"] is None
         # Nothing in flight: SND.UNA..SND.NXT is empty, so not even SND.UNA counts.
-        net.to_client(3, 4, stream, seq=m.snd_una, mtu=600)
+        icmp_to_client(net, 3, 4, stream, seq=m.snd_una, mtu=600)
         await trio.sleep(0.1)
         assert net.client.stats["drop.tcp.icmp_out_of_window"] == 5
         assert stream.info["mss"] == 1448
@@ -126,11 +115,11 @@ async def test_error_quoting_a_sequence_number_out_of_the_window_is_dropped(auto
         await server_stream.aclose()
 
 
-async def test_error_for_no_connection_and_source_quench(autojump_clock):
+async def test_error_for_no_connection_and_source_quench(two_stacks, autojump_clock):
     async with two_stacks() as net:
         stream, server_stream = await connected(net)
         await stream.send_all(b"x" * 50_000)
-        net.to_client(4, 0, stream)  # source quench: ignored (RFC 6633)
+        icmp_to_client(net, 4, 0, stream)  # source quench: ignored (RFC 6633)
         net.b.send_frame(icmp_frame(3, 1, quoted_src="10.0.0.1", quoted_dst="10.0.0.2",
                                     sport=1, dport=2, seq=0, to_ip="10.0.0.1",
                                     to_mac=CLIENT_MAC))
@@ -144,7 +133,7 @@ async def test_error_for_no_connection_and_source_quench(autojump_clock):
 
 @pytest.mark.parametrize("code, errno_", [(3, errno.ECONNREFUSED), (2, errno.ENOPROTOOPT),
                                           (0, errno.ENETUNREACH), (1, errno.EHOSTUNREACH)])
-async def test_errors_abort_a_connect_in_syn_sent(autojump_clock, code, errno_):
+async def test_errors_abort_a_connect_in_syn_sent(two_stacks, autojump_clock, code, errno_):
     async with two_stacks() as net:
         await net.client.ping("10.0.0.2")
         net.a.loss = 1.0  # the SYN goes nowhere; an ICMP error comes back
@@ -164,7 +153,7 @@ async def test_errors_abort_a_connect_in_syn_sent(autojump_clock, code, errno_):
         assert not net.client.tcp.connections
 
 
-async def test_unreachable_ends_a_handshake_we_answered(autojump_clock):
+async def test_unreachable_ends_a_handshake_we_answered(two_stacks, autojump_clock):
     """A SYN-ACK that draws ICMP host unreachable: the SYN was likely spoofed;
     the embryo goes, without a RST (as Linux's tcp_req_err)."""
     async with two_stacks() as net:
@@ -200,7 +189,7 @@ async def test_unreachable_ends_a_handshake_we_answered(autojump_clock):
             nursery.cancel_scope.cancel()
 
 
-async def test_syn_ack_to_a_spoofed_on_link_address_frees_the_syn_queue(autojump_clock):
+async def test_syn_ack_to_a_spoofed_on_link_address_frees_the_syn_queue(two_stacks, autojump_clock):
     """A SYN from an address nobody answers ARP for: after the ARP retries
     the stack's own ICMP host unreachable ends the embryo (3 s, not the
     SYN-ACK retries' minute)."""
@@ -223,12 +212,12 @@ async def test_syn_ack_to_a_spoofed_on_link_address_frees_the_syn_queue(autojump
 # --- path MTU discovery ----------------------------------------------------------------
 
 
-async def test_fragmentation_needed_lowers_the_mss_and_resends(autojump_clock):
+async def test_fragmentation_needed_lowers_the_mss_and_resends(two_stacks, autojump_clock):
     async with two_stacks() as net:
         stream, server_stream = await connected(net)
         net.a.loss = 1.0  # what the client sends now is "too big" somewhere
         await stream.send_all(b"y" * 30_000)
-        net.to_client(3, 4, stream, mtu=1200)
+        icmp_to_client(net, 3, 4, stream, mtu=1200)
         await trio.sleep(0.001)
         net.a.loss = 0.0  # the smaller segments get through
         await trio.sleep(0.005)  # the ICMP arrives
@@ -242,7 +231,7 @@ async def test_fragmentation_needed_lowers_the_mss_and_resends(autojump_clock):
         assert stream.info["rto_count"] == 0
         # Larger MTUs later do not raise it again (RFC 1191 6.3: only down).
         await stream.send_all(b"y" * 10_000)
-        net.to_client(3, 4, stream, mtu=1400)
+        icmp_to_client(net, 3, 4, stream, mtu=1400)
         await trio.sleep(0.1)
         assert stream.info["mss"] == 1148
         await stream.aclose()
@@ -255,11 +244,11 @@ async def test_fragmentation_needed_lowers_the_mss_and_resends(autojump_clock):
     (1500, 1500, 1448),      # not smaller than the quoted packet: ignored (RFC 5927 7.2)
     (2000, 1500, 1448),
 ])
-async def test_fragmentation_needed_values(autojump_clock, mtu, length, mss):
+async def test_fragmentation_needed_values(two_stacks, autojump_clock, mtu, length, mss):
     async with two_stacks() as net:
         stream, server_stream = await connected(net)
         await stream.send_all(b"z" * 20_000)
-        net.to_client(3, 4, stream, mtu=mtu, length=length)
+        icmp_to_client(net, 3, 4, stream, mtu=mtu, length=length)
         await trio.sleep(0.006)  # the ICMP arrives (before the ACKs)
         assert stream.info["mss"] == mss
         if mss == 1448:

@@ -15,23 +15,11 @@ import trionet
 from trionet.tcp.connection import TcpConnection
 from trionet.tcp.socket import TcpSocket
 
-from test_stack_support import no_internal_errors  # noqa: F401
 
 PORT = 80
 BATCH = 250
 #: Connections per way of ending; four ways.
 PER_KIND = 2500
-
-
-def tasks_under(nursery: trio.Nursery) -> int:
-    count = 0
-    todo = list(nursery.child_tasks)
-    while todo:
-        task = todo.pop()
-        count += 1
-        for child in task.child_nurseries:
-            todo.extend(child.child_tasks)
-    return count
 
 
 def live(cls) -> int:
@@ -40,22 +28,20 @@ def live(cls) -> int:
 
 def state_of(stack: trionet.Stack) -> dict:
     """Everything that must return to its baseline."""
-    tcp = stack.tcp
-    listeners = list(tcp.listeners.values())
+    held = stack.resources()
     return {
-        "tasks": tasks_under(stack._nursery),
-        "connections": len(tcp.connections),
-        "connecting": len(tcp._connecting),
-        "listeners": sorted(map(str, tcp.listeners)),
-        "embryos": sum(len(listener._embryos) for listener in listeners),
-        "accept queue": sum(listener._ready_send.statistics().current_buffer_used
-                            for listener in listeners),
-        "udp": len(stack._udp),
-        "pings": len(stack._pings),
-        "reassembly": len(stack._reassembler),
-        "arp pending": sum(len(i.arp.pending_addresses()) for i in stack.interfaces),
-        "arp entries": sum(len(i.arp) for i in stack.interfaces),
-        "arp queue": sum(i._arp_receive.statistics().current_buffer_used for i in stack.interfaces),
+        "tasks": held["tasks"],
+        "connections": held["tcp_connections"],
+        "connecting": held["tcp_connecting"],
+        "listeners": sorted(map(str, stack.tcp.listeners)),
+        "embryos": held["tcp_handshakes"],
+        "accept queue": held["tcp_accept_queue"],
+        "udp": held["udp_sockets"],
+        "pings": held["pings"],
+        "reassembly": held["reassembly_datagrams"],
+        "arp pending": held["arp_pending"],
+        "arp entries": held["arp_entries"],
+        "arp queue": held["arp_queue"],
     }
 
 
@@ -239,7 +225,7 @@ async def test_forceful_close_ends_the_connection_task(autojump_clock):
         server.add_interface(cable_b, "10.0.0.2/24")
         listener = (await server.open_tcp_listeners(80))[0]
         await trio.sleep(0.01)  # the interfaces' tasks have started
-        tasks = tasks_under(client._nursery)
+        tasks = client.resources()["tasks"]
         stream = await client.open_tcp_stream("10.0.0.2", 80)
         peer = await listener.accept()
         await peer.send_all(b"unread")  # so that a plain aclose() resets too
@@ -251,7 +237,7 @@ async def test_forceful_close_ends_the_connection_task(autojump_clock):
         await other.aclose()  # unread data: RST (RFC 2525 2.17)
         await trio.sleep(0.1)
         assert not client.tcp.connections
-        assert tasks_under(client._nursery) == tasks
+        assert client.resources()["tasks"] == tasks
 
 
 async def test_cancelled_or_failed_connect_ends_the_connection_task(autojump_clock):
@@ -260,15 +246,15 @@ async def test_cancelled_or_failed_connect_ends_the_connection_task(autojump_clo
         client.add_interface(cable_a, "10.0.0.1/24")
         server.add_interface(cable_b, "10.0.0.2/24")
         await client.ping("10.0.0.2")
-        tasks = tasks_under(client._nursery)
+        tasks = client.resources()["tasks"]
         cable_a.loss = 1.0
         with trio.move_on_after(0.5):
             await client.open_tcp_stream("10.0.0.2", 80)  # SYNs lost: cancelled
         with pytest.raises(OSError):
             await client.open_tcp_stream("10.0.0.99", 80)  # ARP fails: EHOSTUNREACH
         await trio.sleep(0.01)  # the tasks run to their end
-        assert not client.tcp.connections and not client.tcp._connecting
-        assert tasks_under(client._nursery) == tasks
+        assert not client.tcp.connections and client.resources()["tcp_connecting"] == 0
+        assert client.resources()["tasks"] == tasks
 
 
 async def test_closed_listener_ends_its_pending_connections(autojump_clock):
@@ -277,7 +263,7 @@ async def test_closed_listener_ends_its_pending_connections(autojump_clock):
         client.add_interface(cable_a, "10.0.0.1/24")
         server.add_interface(cable_b, "10.0.0.2/24")
         await trio.sleep(0.01)  # the interfaces' tasks have started
-        tasks = tasks_under(server._nursery)
+        tasks = server.resources()["tasks"]
         listener = (await server.open_tcp_listeners(80))[0]
         await client.open_tcp_stream("10.0.0.2", 80)  # established, never accepted
         cable_b.loss = 1.0  # SYN-ACKs lost: the next handshake stays half-done
@@ -290,4 +276,4 @@ async def test_closed_listener_ends_its_pending_connections(autojump_clock):
             nursery.cancel_scope.cancel()
         await trio.sleep(0.01)
         assert not server.tcp.connections
-        assert tasks_under(server._nursery) == tasks
+        assert server.resources()["tasks"] == tasks

@@ -27,7 +27,7 @@ import trionet
 from trionet import wire
 from trionet.link import Capture, Link, TapLink, read_pcap
 from trionet.link import tap as tap_module
-from trionet.tcp.socket import _send_coalesced
+from trionet.tcp.socket import send_coalesced
 from trionet.wire.checksum import ones_complement_sum, pseudo_header_sum
 from trionet.wire.tcp import ACK, CWR, FIN, PSH, SYN, TcpHeader, TcpOptions, build_tcp, parse_tcp
 
@@ -268,6 +268,7 @@ def test_checksums_ok():
 class FakePath:
     tso_max: int = 65535
     offload: bool = True
+    output: object = None
 
 
 class FakeStack:
@@ -301,7 +302,7 @@ def segments(*specs, start=1000, window=512, options=TcpOptions(timestamps=(5, 6
 
 def coalesce(out, tso_max=65535):
     stack = FakeStack()
-    _send_coalesced(stack, FakePath(tso_max), SRC, DST, out)
+    send_coalesced(FakePath(tso_max, output=stack.ip_send), stack.stats, SRC, DST, out)
     # Byte for byte, the data sent is the data given.
     assert b"".join(p for *_, p in stack.sent) == b"".join(p for _, p in out)
     return [(seq - 1000, flags, n, gso) for seq, flags, n, gso, _ in stack.sent], stack
@@ -447,16 +448,16 @@ async def test_ip_send_passes_gso_through_only_when_needed():
     path = stack.path_to(IPv4Address("10.0.0.2"))
     assert path.tso_max == 65535 and path.offload
     dst = IPv4Address("10.0.0.2")
-    stack.ip_send(path, path.source, dst, wire.PROTO_TCP, bytes(1000), dont_fragment=True,
+    stack.network.send(path, path.source, dst, wire.PROTO_TCP, bytes(1000), dont_fragment=True,
                   gso_size=1448)
-    stack.ip_send(path, path.source, dst, wire.PROTO_TCP, bytes(30000), dont_fragment=True,
+    stack.network.send(path, path.source, dst, wire.PROTO_TCP, bytes(30000), dont_fragment=True,
                   gso_size=1448)
-    stack.ip_send(path, path.source, dst, wire.PROTO_TCP, bytes(65535 - 20 + 1),
+    stack.network.send(path, path.source, dst, wire.PROTO_TCP, bytes(65535 - 20 + 1),
                   dont_fragment=True, gso_size=1448)
     assert [(len(f) - 34, g) for f, g in link.frames] == [(1000, 0), (30000, 1448)]
     assert stack.stats["drop.ipv4.too_big"] == 1 and stack.stats["ipv4.tx_gso"] == 1
     # Without DF, or on a link without TSO: fragmented / refused as before.
-    stack.ip_send(path, path.source, dst, wire.PROTO_UDP, bytes(3000), gso_size=1448)
+    stack.network.send(path, path.source, dst, wire.PROTO_UDP, bytes(3000), gso_size=1448)
     assert all(g == 0 for f, g in link.frames[2:]) and len(link.frames) == 5
 
 
@@ -466,10 +467,10 @@ async def test_links_without_tso_never_see_gso_size():
         stack.add_interface(link, "10.0.0.1/24")
         path = stack.path_to(IPv4Address("10.0.0.2"))
         assert path.tso_max == 0
-        stack.ip_send(path, path.source, IPv4Address("10.0.0.2"), wire.PROTO_TCP, bytes(30000),
+        stack.network.send(path, path.source, IPv4Address("10.0.0.2"), wire.PROTO_TCP, bytes(30000),
                       dont_fragment=True, gso_size=1448)
         assert link.frames == [] and stack.stats["drop.ipv4.too_big"] == 1
-        stack.ip_send(path, path.source, IPv4Address("10.0.0.2"), wire.PROTO_TCP, bytes(100),
+        stack.network.send(path, path.source, IPv4Address("10.0.0.2"), wire.PROTO_TCP, bytes(100),
                       dont_fragment=True, gso_size=1448)
         assert len(link.frames) == 1
 

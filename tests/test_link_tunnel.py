@@ -52,7 +52,8 @@ async def test_batches_are_bounded():
     async with a, b:
         for f in numbered(10):
             a.send_frame(f)
-        await trio.sleep(0.05)  # let them all arrive
+        # Loopback delivers within sendto(): readable now means all ten are there.
+        await trio.lowlevel.wait_readable(b.fileno())
         assert len(await b.receive_batch(max_frames=4)) == 4
         assert len(await receive_n(b, 6)) == 6
 
@@ -63,7 +64,7 @@ async def test_stranger_is_dropped_and_counted():
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as stranger:
             stranger.bind(("127.0.0.1", 0))
             stranger.sendto(b"intruder" * 8, a.local_address)
-        await trio.sleep(0.05)
+        await trio.lowlevel.wait_readable(a.fileno())  # the intruder is queued first
         b.send_frame(b"friend" * 10)
         assert await receive_n(a, 1) == [b"friend" * 10]
         assert a.stats["rx_dropped_stranger"] == 1

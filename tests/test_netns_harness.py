@@ -99,14 +99,25 @@ def test_setup_tap_usage_errors():
 
 
 def test_setup_tap_refuses_non_root():
-    if os.geteuid() == 0:
+    if os.geteuid() != 0:
+        proc = subprocess.run(["bash", SETUP_TAP, "tap0", "10.0.0.1/24"],
+                              capture_output=True, text=True)
+    else:
         if shutil.which("setpriv") is None:
             pytest.skip("needs setpriv to drop root")
-        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
-    else:
-        cmd = []
-    proc = subprocess.run([*cmd, "bash", SETUP_TAP, "tap0", "10.0.0.1/24"],
-                          capture_output=True, text=True)
+        # The checkout (and pytest's tmp_path) may sit where the unprivileged
+        # user cannot go (a home directory with mode 0700): hand it a copy
+        # in a directory of its own that it can read.
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as where:
+            os.chmod(where, 0o755)
+            script = pathlib.Path(where) / "setup_tap.sh"
+            shutil.copyfile(SETUP_TAP, script)
+            script.chmod(0o755)
+            proc = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534",
+                                   "--clear-groups", "bash", str(script), "tap0", "10.0.0.1/24"],
+                                  capture_output=True, text=True, cwd=where)
     assert proc.returncode == 1
     assert "must run as root" in proc.stderr
 

@@ -11,10 +11,10 @@ import trio
 
 import trionet
 from trionet import wire
-from trionet.arp import ArpCache, ArpConfig
+from trionet.interface.arp import ArpCache, ArpConfig
 from trionet.wire import ARP_REPLY, ARP_REQUEST, BROADCAST_MAC, parse_udp
 
-from test_stack_support import HOST_MAC, STACK_MAC, no_internal_errors, stack_and_host  # noqa: F401
+from test_stack_support import HOST_MAC, STACK_MAC, stack_and_host  # noqa: F401
 
 IP = IPv4Address("10.0.0.9")
 MAC = bytes.fromhex("020000000009")

@@ -17,7 +17,6 @@ from trionet.tcp.connection import TcpState
 from trionet.wire import ETHERTYPE_IPV4, PROTO_TCP, parse_ethernet, parse_ipv4
 from trionet.wire.tcp import FIN, RST, parse_tcp
 
-from test_stack_support import no_internal_errors  # noqa: F401
 
 CLIENT_IP = IPv4Address("10.0.0.1")
 
@@ -99,15 +98,15 @@ async def test_normal_exit_sends_fin_after_the_buffered_data(autojump_clock):
         async def serve():
             peer = await net.listener.accept()
             got["data"] = await receive_all(peer)  # ends at the client's FIN
-            got["error"] = peer._machine.error
+            got["error"] = peer.connection.error
 
         nursery.start_soon(serve)
         client = net.client()
         async with client:
             stream = await client.open_tcp_stream("10.0.0.2", 80)
             await stream.send_all(data)  # returns with up to 256 KB still buffered
-            assert stream._machine.unacked_bytes > 0
-            ours = tasks_under(client._nursery)
+            assert stream.connection.unacked_bytes > 0
+            ours = set(client.tasks())
             start = trio.current_time()
         elapsed = trio.current_time() - start
         await trio.sleep(1)
@@ -198,7 +197,7 @@ async def test_peer_closed_first_both_sides_end_cleanly(autojump_clock):
         assert trio.current_time() - start < 0.1  # one round trip for our FIN's ACK
         assert saw(net.client_flags, FIN) and not saw(net.client_flags, RST)
         # The server saw our FIN and its connection ended without error.
-        assert peer._machine.state is TcpState.TIME_WAIT and peer._machine.error is None
+        assert peer.connection.state is TcpState.TIME_WAIT and peer.connection.error is None
 
 
 async def test_time_wait_and_fin_wait_2_end_silently(autojump_clock):
@@ -214,8 +213,8 @@ async def test_time_wait_and_fin_wait_2_end_silently(autojump_clock):
             await done_peer.aclose()
             await half.aclose()
             await trio.sleep(0.1)
-            assert done._machine.state is TcpState.TIME_WAIT
-            assert half._machine.state is TcpState.FIN_WAIT_2
+            assert done.connection.state is TcpState.TIME_WAIT
+            assert half.connection.state is TcpState.FIN_WAIT_2
             start = trio.current_time()
         assert trio.current_time() == start  # nothing to wait for (TIME-WAIT lasts 60 s)
         await trio.sleep(0.1)
@@ -281,12 +280,12 @@ async def test_no_task_left_behind_whatever_the_states(autojump_clock):
             await peers[4].send_all(b"unread")             # unread data: RST on close
             await trio.sleep(0.05)
             assert listener.port == 9000
-            ours = tasks_under(client._nursery)
+            ours = set(client.tasks())
             assert len(ours) >= 6
             start = trio.current_time()
         assert trio.current_time() - start <= 2.0 + 1e-6
         assert not ours & live_tasks()
         # What is left is what was there before, and the server's side of the connections.
-        assert live_tasks() - tasks_before <= tasks_under(net.server._nursery)
+        assert live_tasks() - tasks_before <= set(net.server.tasks())
         assert not client.tcp.connections and not client.tcp.listeners
         assert not client.running

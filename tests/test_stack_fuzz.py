@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 
 import trionet
 from trionet import wire
-from trionet.ipv4 import fragment
+from trionet.network.fragments import fragment
 from trionet.wire import (ARP_REPLY, ARP_REQUEST, BROADCAST_MAC, ETHERTYPE_IPV4, IcmpMessage,
                           build_icmpv4, build_ipv4, internet_checksum, parse_ipv4)
 from trionet.wire.tcp import ACK, SYN, TcpHeader, build_tcp
 
-from test_stack_support import (STACK_MAC, RawHost, no_internal_errors,  # noqa: F401
+from test_stack_support import (STACK_MAC, RawHost, # noqa: F401
                                 stack_and_host)
 
 STACK_IP = IPv4Address("10.0.0.1")
@@ -178,7 +178,7 @@ FUZZ_SETTINGS = settings(suppress_health_check=[HealthCheck.function_scoped_fixt
 @FUZZ_SETTINGS
 @given(frames=st.lists(mutated_frame(), min_size=1, max_size=25), offload=st.booleans(),
        spread=st.booleans())
-def test_fuzzed_frames_never_break_the_stack(no_internal_errors, frames, offload, spread):
+def test_fuzzed_frames_never_break_the_stack(frames, offload, spread):
     stack = trio.run(run_fuzz, frames, offload, spread,
                      clock=trio.testing.MockClock(autojump_threshold=0))
     assert stack.stats["drop.internal.error"] == 0, stack.stats.drops()
@@ -186,7 +186,7 @@ def test_fuzzed_frames_never_break_the_stack(no_internal_errors, frames, offload
 
 @FUZZ_SETTINGS
 @given(data=st.lists(st.binary(min_size=0, max_size=120), min_size=1, max_size=30))
-def test_random_bytes_to_our_mac(no_internal_errors, data):
+def test_random_bytes_to_our_mac(data):
     frames = [STACK_MAC + d for d in data]
     stack = trio.run(run_fuzz, frames, True, False,
                      clock=trio.testing.MockClock(autojump_threshold=0))

@@ -13,14 +13,14 @@ import trio
 
 import trionet
 from trionet import wire
-from trionet.ipv4 import Reassembler, ReassemblyConfig, copied_options, fragment
-from trionet.route import Route, RouteTable
+from trionet.network.fragments import Reassembler, ReassemblyConfig, copied_options, fragment
+from trionet.network.routes import Route, RouteTable
 from trionet.wire import (ICMP_DEST_UNREACHABLE, ICMP_ECHO_REPLY,
                           ICMP_TIME_EXCEEDED, IPv4Header, WireError, build_ethernet, build_ipv4,
                           parse_ipv4)
 
 from test_stack_support import (HOST_MAC, STACK_MAC, RawHost, decode_quote,  # noqa: F401
-                                no_internal_errors, stack_and_host)
+                                stack_and_host)
 
 SRC = IPv4Address("10.0.0.9")
 DST = IPv4Address("10.0.0.1")
@@ -506,7 +506,7 @@ async def test_reassembly_timeout_sends_time_exceeded(nursery, autojump_clock):
         await trio.sleep(40)
         assert stack.stats["drop.ipv4.reassembly_timeout"] == 2
         assert host.pending() == []
-        assert stack._reassembler.bytes_held == 0
+        assert stack.resources()["reassembly_bytes"] == 0
 
 
 async def test_reassembly_then_answer(nursery, autojump_clock):
@@ -654,26 +654,15 @@ async def test_mtu_from_the_link(autojump_clock):
 R_MAC_A = bytes.fromhex("0200000000a1")
 
 
-def three_stacks(*, mtu_b: int = 1500, latency: float = 0.001, raw_a: bool = False):
+def three_stacks(routed_stacks, *, raw_a: bool = False, **options):
     """A (10.0.1.2) -- R (10.0.1.1 | 10.0.2.1, forwarding) -- B (10.0.2.2).
     With ``raw_a`` the left side is a RawHost (10.0.1.9) instead of stack A."""
-    a_end, ra_end = trionet.virtual_cable(seed=21, latency=latency)
-    rb_end, b_end = trionet.virtual_cable(seed=22, latency=latency, mtu=mtu_b)
-    router = trionet.Stack(forwarding=True, seed=3)
-    router.add_interface(ra_end, "10.0.1.1/24", mac=R_MAC_A)
-    router.add_interface(rb_end, "10.0.2.1/24")
-    b = trionet.Stack(seed=4)
-    b.add_interface(b_end, "10.0.2.2/24", gateway="10.0.2.1")
-    if raw_a:
-        a = RawHost(a_end, "10.0.1.9")
-    else:
-        a = trionet.Stack(seed=5)
-        a.add_interface(a_end, "10.0.1.2/24", gateway="10.0.1.1")
-    return a, router, b
+    make_a = (lambda end: RawHost(end, "10.0.1.9")) if raw_a else None
+    return tuple(routed_stacks(router_mac=R_MAC_A, make_a=make_a, **options))
 
 
-async def test_forwarding_ping_and_udp(autojump_clock):
-    a, router, b = three_stacks(latency=0.01)
+async def test_forwarding_ping_and_udp(routed_stacks, autojump_clock):
+    a, router, b = three_stacks(routed_stacks, latency=0.01)
     async with a, router, b:
         await a.ping("10.0.2.2")
         assert await a.ping("10.0.2.2") == pytest.approx(0.04)
@@ -691,8 +680,8 @@ async def test_forwarding_ping_and_udp(autojump_clock):
         assert router.stats["icmp.tx_echo_reply"] == 1
 
 
-async def test_forwarding_decrements_ttl(autojump_clock, nursery):
-    a, router, b = three_stacks(raw_a=True)
+async def test_forwarding_decrements_ttl(routed_stacks, autojump_clock, nursery):
+    a, router, b = three_stacks(routed_stacks, raw_a=True)
     await nursery.start(a.run)
     async with router, b:
         a.send_ip(a.echo_request("10.0.2.2", ttl=2), dst_mac=R_MAC_A)
@@ -702,8 +691,8 @@ async def test_forwarding_decrements_ttl(autojump_clock, nursery):
         assert b.stats["ipv4.rx"] == 1
 
 
-async def test_forwarding_ttl_one_time_exceeded(autojump_clock, nursery):
-    a, router, b = three_stacks(raw_a=True)
+async def test_forwarding_ttl_one_time_exceeded(routed_stacks, autojump_clock, nursery):
+    a, router, b = three_stacks(routed_stacks, raw_a=True)
     await nursery.start(a.run)
     async with router, b:
         request = a.echo_request("10.0.2.2", ttl=1, seq=7)
@@ -718,37 +707,27 @@ async def test_forwarding_ttl_one_time_exceeded(autojump_clock, nursery):
         assert b.stats["ipv4.rx"] == 0
 
 
-async def test_time_exceeded_reaches_a_stack_ping(autojump_clock):
-    a, router, b = three_stacks()
+async def test_time_exceeded_reaches_a_stack_ping(routed_stacks, autojump_clock):
+    a, router, b = three_stacks(routed_stacks)
     async with a, router, b:
         await a.ping("10.0.2.2")
         path = a.path_to(IPv4Address("10.0.2.2"))
-        # A stack ping cannot set the TTL: send its request by hand with TTL 1.
+        # A request with TTL 1 dies at the router (RFC 1812 5.3.1).
         results = []
 
         async def waiter():
             try:
-                await a.ping("10.0.2.2", timeout=2)
+                await a.ping("10.0.2.2", timeout=2, ttl=1)
             except OSError as exc:
                 results.append(exc.errno)
 
-        real_ip_send = a.ip_send
-
-        def ip_send_ttl1(*args, **kwargs):
-            kwargs["ttl"] = 1
-            real_ip_send(*args, **kwargs)
-
-        a.ip_send = ip_send_ttl1
-        try:
-            await waiter()
-        finally:
-            del a.ip_send
+        await waiter()
         assert results == [errno.EHOSTUNREACH]
         assert path.source == IPv4Address("10.0.1.2")
 
 
-async def test_forwarding_no_route_net_unreachable(autojump_clock, nursery):
-    a, router, b = three_stacks(raw_a=True)
+async def test_forwarding_no_route_net_unreachable(routed_stacks, autojump_clock, nursery):
+    a, router, b = three_stacks(routed_stacks, raw_a=True)
     await nursery.start(a.run)
     async with router, b:
         a.send_ip(a.echo_request("192.0.2.7"), dst_mac=R_MAC_A)
@@ -759,16 +738,16 @@ async def test_forwarding_no_route_net_unreachable(autojump_clock, nursery):
         assert router.stats["drop.ipv4.no_route"] == 1
 
 
-async def test_forwarding_no_route_reaches_a_stack_ping(autojump_clock):
-    a, router, b = three_stacks()
+async def test_forwarding_no_route_reaches_a_stack_ping(routed_stacks, autojump_clock):
+    a, router, b = three_stacks(routed_stacks)
     async with a, router, b:
         with pytest.raises(OSError) as info:
             await a.ping("192.0.2.7")
         assert info.value.errno == errno.ENETUNREACH
 
 
-async def test_forwarding_unresolved_next_hop_host_unreachable(autojump_clock):
-    a, router, b = three_stacks()
+async def test_forwarding_unresolved_next_hop_host_unreachable(routed_stacks, autojump_clock):
+    a, router, b = three_stacks(routed_stacks)
     async with a, router, b:
         with pytest.raises(OSError) as info:
             await a.ping("10.0.2.99", timeout=5)  # nobody there behind the router
@@ -776,8 +755,8 @@ async def test_forwarding_unresolved_next_hop_host_unreachable(autojump_clock):
         assert router.stats["drop.arp.unresolved"] == 1
 
 
-async def test_forwarding_dont_fragment_too_big(autojump_clock, nursery):
-    a, router, b = three_stacks(raw_a=True, mtu_b=1000)
+async def test_forwarding_dont_fragment_too_big(routed_stacks, autojump_clock, nursery):
+    a, router, b = three_stacks(routed_stacks, raw_a=True, mtu_b=1000)
     await nursery.start(a.run)
     async with router, b:
         big = a.echo_request("10.0.2.2", data=bytes(1200), dont_fragment=True)
@@ -798,16 +777,16 @@ async def test_forwarding_dont_fragment_too_big(autojump_clock, nursery):
         assert message.type == ICMP_ECHO_REPLY and message.sequence == 2
 
 
-async def test_forwarding_refragments_fragments(autojump_clock):
-    a, router, b = three_stacks(mtu_b=576)
+async def test_forwarding_refragments_fragments(routed_stacks, autojump_clock):
+    a, router, b = three_stacks(routed_stacks, mtu_b=576)
     async with a, router, b:
         await a.ping("10.0.2.2", size=4000)  # 3 fragments, each split again
         assert b.stats["ipv4.reassembled"] == 1
         assert router.stats["ipv4.forwarded"] >= 6
 
 
-async def test_forwarding_off_drops(autojump_clock, nursery):
-    a, router, b = three_stacks(raw_a=True)
+async def test_forwarding_off_drops(routed_stacks, autojump_clock, nursery):
+    a, router, b = three_stacks(routed_stacks, raw_a=True)
     router.forwarding = False
     await nursery.start(a.run)
     async with router, b:
@@ -817,8 +796,8 @@ async def test_forwarding_off_drops(autojump_clock, nursery):
         assert router.stats["drop.ipv4.not_for_us"] == 1
 
 
-async def test_forwarding_refuses_martians_and_directed_broadcast(autojump_clock, nursery):
-    a, router, b = three_stacks(raw_a=True)
+async def test_forwarding_refuses_martians_and_directed_broadcast(routed_stacks, autojump_clock, nursery):
+    a, router, b = three_stacks(routed_stacks, raw_a=True)
     await nursery.start(a.run)
     async with router, b:
         for packet in [a.echo_request("127.0.0.1"), a.echo_request("0.1.2.3"),

@@ -13,7 +13,7 @@ import trionet
 from trionet import wire
 from trionet.wire import ICMP_DEST_UNREACHABLE
 
-from test_stack_support import (STACK_MAC, decode_quote, no_internal_errors,  # noqa: F401
+from test_stack_support import (STACK_MAC, decode_quote, # noqa: F401
                                 stack_and_host)
 
 
@@ -278,7 +278,7 @@ async def test_ping_timeout_and_arguments(autojump_clock):
             await s1.ping("10.0.0.2", size=65508)
         with pytest.raises(ValueError, match="timeout"):
             await s1.ping("10.0.0.2", timeout=0)
-        assert s1._pings == {}  # nothing left behind
+        assert s1.resources()["pings"] == 0  # nothing left behind
 
 
 async def test_late_or_forged_echo_replies_dropped(nursery, autojump_clock):

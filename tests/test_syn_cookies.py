@@ -3,6 +3,7 @@ SYN queue is full answering statelessly over virtual_cable (virtual time)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 from ipaddress import IPv4Address
@@ -15,7 +16,7 @@ from trionet import wire
 from trionet.tcp.cookies import MAX_AGE, MSS_TABLE, PERIOD, SynCookies
 from trionet.wire.tcp import ACK, RST, SYN, TcpHeader, TcpOptions, build_tcp, parse_tcp
 
-from test_stack_support import STACK_MAC, RawHost, no_internal_errors  # noqa: F401
+from test_stack_support import STACK_MAC, RawHost
 
 M32 = 0xFFFFFFFF
 LOCAL = (IPv4Address("10.0.0.2"), 80)
@@ -105,18 +106,10 @@ def test_timestamp_carries_window_scale_and_sack():
 # --- listeners over virtual_cable ------------------------------------------------------
 
 
-def pair(**cable):
-    from contextlib import asynccontextmanager
-
-    @asynccontextmanager
-    async def manager():
-        cable.setdefault("latency", 0.005)
-        a, b = trionet.virtual_cable(seed=3, **cable)
-        async with trionet.Stack(seed=1) as client, trionet.Stack(seed=2) as server:
-            client.add_interface(a, "10.0.0.1/24")
-            server.add_interface(b, "10.0.0.2/24", mac=STACK_MAC)
-            yield client, server, a, b
-    return manager()
+@pytest.fixture
+def two_stacks(two_stacks):
+    """Client and server (known MAC) on a 5 ms cable."""
+    return functools.partial(two_stacks, latency=0.005, seed=3, server_mac=STACK_MAC)
 
 
 async def echo_once(client, port: int, size: int, seed: int) -> trionet.Stream:
@@ -137,8 +130,8 @@ async def echo(stream):
             await stream.send_all(data)
 
 
-async def test_tiny_syn_queue_clients_connect_via_cookies(autojump_clock):
-    async with pair() as (client, server, a, b):
+async def test_tiny_syn_queue_clients_connect_via_cookies(two_stacks, autojump_clock):
+    async with two_stacks() as (client, server, a, b):
         accepted = []
 
         async def handler(stream):
@@ -167,9 +160,9 @@ async def test_tiny_syn_queue_clients_connect_via_cookies(autojump_clock):
             assert info["sack"] and info["timestamps"]
 
 
-async def test_cookie_connection_matches_a_normal_one(autojump_clock):
+async def test_cookie_connection_matches_a_normal_one(two_stacks, autojump_clock):
     """Same options whether the SYN queue had room or not."""
-    async with pair() as (client, server, a, b):
+    async with two_stacks() as (client, server, a, b):
         listener = (await server.open_tcp_listeners(80))[0]
         normal = await client.open_tcp_stream("10.0.0.2", 80)
         server_normal = await listener.accept()
@@ -193,8 +186,8 @@ async def test_cookie_connection_matches_a_normal_one(autojump_clock):
             await s.aclose()
 
 
-async def test_without_timestamps_window_scale_and_sack_are_lost(autojump_clock):
-    async with pair() as (client, server, a, b):
+async def test_without_timestamps_window_scale_and_sack_are_lost(two_stacks, autojump_clock):
+    async with two_stacks() as (client, server, a, b):
         client.tcp.config.timestamps = False
         listener = (await server.open_tcp_listeners(80))[0]
         listener.syn_backlog = 0
@@ -213,8 +206,8 @@ async def test_without_timestamps_window_scale_and_sack_are_lost(autojump_clock)
         await server_stream.aclose()
 
 
-async def test_mss_is_rounded_down_to_the_table(autojump_clock):
-    async with pair(mtu=1440) as (client, server, a, b):
+async def test_mss_is_rounded_down_to_the_table(two_stacks, autojump_clock):
+    async with two_stacks(mtu=1440) as (client, server, a, b):
         listener = (await server.open_tcp_listeners(80))[0]
         listener.syn_backlog = 0
         stream = await client.open_tcp_stream("10.0.0.2", 80)
@@ -227,8 +220,8 @@ async def test_mss_is_rounded_down_to_the_table(autojump_clock):
         await server_stream.aclose()
 
 
-async def test_syncookies_off_drops_when_the_syn_queue_is_full(autojump_clock):
-    async with pair() as (client, server, a, b):
+async def test_syncookies_off_drops_when_the_syn_queue_is_full(two_stacks, autojump_clock):
+    async with two_stacks() as (client, server, a, b):
         server.tcp.syncookies = 0
         client.tcp.config.syn_retries = 1
         listener = (await server.open_tcp_listeners(80))[0]
@@ -239,8 +232,8 @@ async def test_syncookies_off_drops_when_the_syn_queue_is_full(autojump_clock):
         assert server.stats["tcp.syncookies_sent"] == 0
 
 
-async def test_syncookies_always(autojump_clock):
-    async with pair() as (client, server, a, b):
+async def test_syncookies_always(two_stacks, autojump_clock):
+    async with two_stacks() as (client, server, a, b):
         server.tcp.syncookies = 2
         async with trio.open_nursery() as nursery:
             await nursery.start(server.serve_tcp, echo, 80)
@@ -250,10 +243,10 @@ async def test_syncookies_always(autojump_clock):
         assert server.stats["tcp.passive_opens"] == 1
 
 
-async def test_cookies_near_the_connection_table_bound(autojump_clock):
+async def test_cookies_near_the_connection_table_bound(two_stacks, autojump_clock):
     """Embryos may not take the last eighth of the table: those SYNs get
     cookies; a full table drops SYNs (no cookie could become a connection)."""
-    async with pair() as (client, server, a, b):
+    async with two_stacks() as (client, server, a, b):
         server.tcp.max_connections = 8
         client.tcp.config.syn_retries = 1
         listener = (await server.open_tcp_listeners(80))[0]

@@ -1,8 +1,10 @@
 """Pure ACKs of one batch of received segments go as one in four
 (TcpConnection.pop_outgoing), except while the peer recovers from loss."""
 
+import attrs
 from test_tcp_connection_harness import Pair, payload_bytes
 
+from trionet.tcp.output import without_superseded_acks
 from trionet.wire.tcp import ACK
 
 
@@ -102,10 +104,13 @@ def test_probes_and_data_are_never_dropped():
     assert [(h.ack, bytes(payload)) for h, payload in out] == [
         (segs[8][0].seq, b""), (segs[16][0].seq, b""), (end, b""), (end, b"reply")]
     # A window probe (SEQ = SND.UNA - 1) among ACKs that a later one supersedes.
+    out = []
     for header, payload in data_segments(p, 20):
         p.b.on_segment(header, payload, p.now)
+        out += p.b.pop_outgoing()  # one segment at a time: nothing coalesced yet
         if header.seq == segs[-1][0].seq + 10 * 1448:
-            p.b._send_probe(p.now)
-    out = p.b.pop_outgoing()
+            last = out[-1][0]
+            out.append((attrs.evolve(last, seq=(p.b.snd_una - 1) & 0xFFFFFFFF), b""))
+    out = without_superseded_acks(out, p.b.rcv_nxt, 0)
     probes = [h for h, _ in out if h.seq != out[-1][0].seq]
     assert len(probes) == 1

@@ -89,7 +89,7 @@ def test_half_close_data_flows_after_fin():
     p.run(p.established)
     p.a.send(b"request", p.now)
     p.a.shutdown_write(p.now)
-    p.run(lambda: p.b.at_eof or len(p.b._rcv_buf) == 0 and p.b._fin_received)
+    p.run(lambda: p.b.at_eof or p.b.unread_bytes == 0 and p.b.fin_received)
     assert p.b.receive(100, p.now) == b"request"
     assert p.b.at_eof
     data = payload_bytes(300_000, 1)

@@ -25,8 +25,8 @@ def from_a(p, flags, seq_off=0, ack_off=0, payload=b"", window=2048, ts=None, op
     """Inject a segment "from a" into b, relative to what b expects."""
     b = p.b
     if opts is None:
-        tsval = p.a._tsval(p.now) if ts is None else ts
-        opts = TcpOptions(timestamps=(tsval, b._tsval(p.now))) if b._ts_ok else TcpOptions()
+        tsval = p.a.tsval(p.now) if ts is None else ts
+        opts = TcpOptions(timestamps=(tsval, b.tsval(p.now))) if b.timestamps.ok else TcpOptions()
     h = TcpHeader(40000, 80, (b.rcv_nxt + seq_off) & M, (b.snd_nxt + ack_off) & M, flags,
                   window, 0, opts)
     b.on_segment(h, memoryview(payload), p.now)
@@ -65,6 +65,23 @@ def test_syn_in_established_gets_challenge_ack():
         assert p.b.state is S.ESTABLISHED
 
 
+def test_syn_without_timestamps_gets_challenge_ack_on_a_timestamp_connection():
+    """RFC 5961 4.2: a restarted peer's new SYN is answered with a challenge
+    ACK whether or not it carries a timestamp option: it is not part of the
+    old connection's timestamp agreement (RFC 7323 3.2 drops only non-SYN
+    segments without one), and the ACK lets the peer clear the connection."""
+    p = established()
+    assert p.b.timestamps.ok
+    for off in (0, 100, -5000, 10_000_000):
+        out = from_a(p, SYN, seq_off=off, opts=TcpOptions(mss=1460))
+        assert [h.flags for h, _ in out] == [ACK]
+        assert out[0][0].ack == p.b.rcv_nxt & M
+        assert p.b.state is S.ESTABLISHED
+    # Other segments without the option are still dropped (RFC 7323 3.2).
+    assert from_a(p, ACK, payload=b"data", opts=TcpOptions()) == []
+    assert p.b.unread_bytes == 0
+
+
 def test_challenge_acks_rate_limited():
     p = established(cfg_b=TcpConfig(challenge_ack_limit=5))
     n = sum(len(from_a(p, RST, seq_off=100 + i)) for i in range(50))
@@ -95,11 +112,11 @@ def test_ack_too_old_dropped():
 def test_paws_drops_old_timestamp():
     p = established()
     p.now += 1.0
-    out = from_a(p, ACK | PSH, payload=b"new", ts=p.a._tsval(p.now))
+    out = from_a(p, ACK | PSH, payload=b"new", ts=p.a.tsval(p.now))
     assert p.b.receive(100, p.now) == b"new"
     p.b.pop_outgoing()  # the window update (the SYN-ACK's window was capped at 64 KiB)
     # A segment whose TSval is older than TS.Recent: dropped, dup ACK sent.
-    out = from_a(p, ACK | PSH, payload=b"old", ts=p.a._tsval(p.now) - 500)
+    out = from_a(p, ACK | PSH, payload=b"old", ts=p.a.tsval(p.now) - 500)
     assert p.b.receive(100, p.now) == b""
     assert [h.flags for h, _ in out] == [ACK]
     # RST is exempt from PAWS (as Linux).
@@ -129,7 +146,7 @@ def test_rtt_measured_from_timestamps():
 def test_data_beyond_window_trimmed_and_acked():
     p = established(cfg_b=TcpConfig(receive_buffer=8192))
     b = p.b
-    wnd = b._rcv_adv - b.rcv_nxt
+    wnd = b.rcv_adv - b.rcv_nxt
     assert wnd > 0
     out = from_a(p, ACK, seq_off=wnd - 10, payload=b"q" * 100)
     # Only the 10 bytes inside the window are kept (out of order), ACKed at once with SACK.
@@ -137,7 +154,7 @@ def test_data_beyond_window_trimmed_and_acked():
     h = out[0][0]
     assert h.ack == b.rcv_nxt & M
     assert h.options.sack_blocks == (((b.rcv_nxt + wnd - 10) & M, (b.rcv_nxt + wnd) & M),)
-    assert sum(e - s for s, e, _ in b._ooo) == 10
+    assert b.out_of_order_bytes == 10
 
 
 def test_old_and_overlapping_data_trimmed():
@@ -194,7 +211,7 @@ def test_receive_window_never_shrinks():
         p.apps["b"].received += p.b.receive(1 << 20, p.now)  # the network went quiet
     assert sha(p.apps["b"].received) == sha(data)
     edge = None
-    ws = p.b._rcv_wscale
+    ws = p.b.rcv_wscale
     for t, src, h, n in p.log:
         if src == "b" and h.flags & ACK and not h.flags & SYN:
             right = h.ack + (h.window << ws)
@@ -208,7 +225,8 @@ def test_sender_respects_peer_window():
     p.a.send(b"w" * 50_000, p.now)
     out = p.a.pop_outgoing()
     assert sum(len(x) for _, x in out) <= 10_000
-    p.a._out.extend(out)
+    for header, payload in out:
+        p.transmit("a", header, payload)
     p.apps["b"] = App()
     p.run(lambda: len(p.apps["b"].received) == 50_000, max_time=100)
 
@@ -220,7 +238,8 @@ def test_nagle_when_enabled():
     p.a.send(b"c", p.now)
     out = p.a.pop_outgoing()
     assert [bytes(x) for _, x in out] == [b"a"]  # the rest waits for the ACK
-    p.a._out.extend(out)
+    for header, payload in out:
+        p.transmit("a", header, payload)
     p.apps["b"] = App()
     p.run(lambda: p.apps["b"].received == bytearray(b"abc"))
     p2 = established()
@@ -351,8 +370,8 @@ def test_random_segments_never_raise(segments, ts, active_side):
         if tsmode == "none" or not ts:
             opts = TcpOptions()
         else:
-            tv = peer._tsval(p.now) - (100_000 if tsmode == "old" else 0)
-            opts = TcpOptions(timestamps=(tv & M, c._tsval(p.now)))
+            tv = peer.tsval(p.now) - (100_000 if tsmode == "old" else 0)
+            opts = TcpOptions(timestamps=(tv & M, c.tsval(p.now)))
         h = TcpHeader(peer.local[1], c.local[1], (c.rcv_nxt + so) & M, (c.snd_nxt + ao) & M,
                       flags, wnd, 0, opts)
         c.on_segment(h, memoryview(b"r" * n), p.now)
@@ -363,7 +382,7 @@ def test_random_segments_never_raise(segments, ts, active_side):
         for hh, pl in c.pop_outgoing():
             assert 0 <= hh.window <= 0xFFFF and len(pl) <= c.mss
         assert c.snd_una <= c.snd_nxt <= c.snd_max
-        assert len(c._rcv_buf) <= 20_000 + 4096
+        assert c.unread_bytes <= 20_000 + 4096
         c.window_diagram()
         c.info()
 
@@ -454,7 +473,7 @@ def test_syn_received_bad_ack_gets_reset():
     p.drop = lambda src, h, payload: src == "a" and h.flags == ACK
     p.run_for(0.015)
     h = TcpHeader(40000, 80, p.b.rcv_nxt & M, 12345, ACK, 100, 0,
-                  TcpOptions(timestamps=(p.a._tsval(p.now), p.b._tsval(p.now))))
+                  TcpOptions(timestamps=(p.a.tsval(p.now), p.b.tsval(p.now))))
     p.b.on_segment(h, b"", p.now)
     out = p.b.pop_outgoing()
     assert [(x.flags, x.seq) for x, _ in out] == [(RST, 12345)]

@@ -102,8 +102,8 @@ def test_zero_window_probes_with_backoff_then_completes():
     p.apps["b"] = App(read=False)
     p.run_for(200.0)
     b = p.b
-    assert b._rcv_adv - b.rcv_nxt == 0  # window closed
-    assert len(b._rcv_buf) >= 65536 - 200
+    assert b.rcv_adv - b.rcv_nxt == 0  # window closed
+    assert b.unread_bytes >= 65536 - 200
     probes = [t for t, h, n in p.sent_by("a") if n == 0 and h.seq == (p.a.snd_una - 1) & 0xFFFFFFFF]
     assert len(probes) >= 5
     gaps = _gaps(probes)
@@ -241,14 +241,14 @@ def test_read_opens_window_with_update():
     p.run(p.established)
     p.a.send(b"z" * 40000, p.now)
     p.run_for(0.5)
-    assert p.b._rcv_adv - p.b.rcv_nxt == 0
+    assert p.b.rcv_adv - p.b.rcv_nxt == 0
     p.b.receive(100, p.now)  # too little to announce (receiver SWS)
     assert p.b.pop_outgoing() == []
     p.b.receive(8000, p.now)
     out = p.b.pop_outgoing()
     # The new edge: what the reads freed (minus at most a few granules of
     # rounding; the window scale is 7, as Linux).
-    assert len(out) == 1 and 7000 <= out[0][0].window << p.b._rcv_wscale <= 8100
+    assert len(out) == 1 and 7000 <= out[0][0].window << p.b.rcv_wscale <= 8100
 
 
 def test_set_option_keepalive_and_nodelay():
@@ -284,15 +284,15 @@ def test_probe_does_not_swallow_pending_ack():
     p.b.send(b"b" * 20000, p.now)
     p.run_for(1.0)
     b = p.b
-    assert b.snd_wnd == 0 and b._t_persist < math.inf
-    t = b._t_persist - 0.001
+    assert b.snd_wnd == 0 and b.timers.persist < math.inf
+    t = b.timers.persist - 0.001
     h = TcpHeader(40000, 80, p.a.snd_nxt & 0xFFFFFFFF, b.snd_una & 0xFFFFFFFF, ACK | PSH, 0, 0,
-                  TcpOptions(timestamps=(p.a._tsval(t), b._ts_recent)))
+                  TcpOptions(timestamps=(p.a.tsval(t), b.timestamps.recent)))
     b.on_segment(h, b"0123456789", t)
     assert b.pop_outgoing() == []  # the ACK is delayed
-    b.on_timer(b._t_persist)
+    b.on_timer(b.timers.persist)
     out = [x for x, _ in b.pop_outgoing()]
     assert [(x.seq, x.ack) for x in out] == [
         (b.snd_max & 0xFFFFFFFF, b.rcv_nxt & 0xFFFFFFFF),      # the pending ACK, in window
         ((b.snd_una - 1) & 0xFFFFFFFF, b.rcv_nxt & 0xFFFFFFFF)]  # then the probe
-    assert b._t_delack == math.inf
+    assert b.timers.delack == math.inf

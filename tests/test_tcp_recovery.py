@@ -229,7 +229,7 @@ def test_spurious_probe_detected_by_dsack():
     assert p.b.info()["dsacks_sent"] == 1 and info["dsacks_received"] == 1
     assert info["spurious_retransmits"] == 1
     assert info["ssthresh"] > 1 << 40  # no congestion response
-    assert p.a._tlp_high is None
+    assert p.a.recovery.tlp_high is None
 
 
 def test_dead_network_probe_then_rto_backoff():
@@ -262,7 +262,7 @@ def test_duplicates_are_reported_by_dsack_and_not_taken_for_loss():
 
 def _from_b(p, window, now):
     b = p.b
-    opts = TcpOptions(timestamps=(b._tsval(now), b._ts_recent))
+    opts = TcpOptions(timestamps=(b.tsval(now), b.timestamps.recent))
     return TcpHeader(80, 40000, b.snd_max & M, b.rcv_nxt & M, ACK, window, 0, opts)
 
 

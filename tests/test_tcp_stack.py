@@ -1,6 +1,7 @@
 """TCP through whole stacks over virtual_cable, in virtual time."""
 
 import errno
+import functools
 import hashlib
 import random
 
@@ -18,30 +19,10 @@ async def receive_all(stream: trionet.Stream) -> bytes:
     return b"".join(chunks)
 
 
-class Net:
-    def __init__(self, client, server, cable_a, cable_b):
-        self.client, self.server = client, server
-        self.cable_a, self.cable_b = cable_a, cable_b
-
-    def assert_healthy(self):
-        for stack in (self.client, self.server):
-            assert stack.stats["drop.internal.error"] == 0, stack.stats.drops()
-
-
-def two_stacks(**cable):
-    """An async context manager yielding a Net: client 10.0.0.1, server 10.0.0.2."""
-    from contextlib import asynccontextmanager
-
-    @asynccontextmanager
-    async def manager():
-        cable_a, cable_b = trionet.virtual_cable(**cable)
-        async with trionet.Stack(seed=11) as client, trionet.Stack(seed=12) as server:
-            client.add_interface(cable_a, "10.0.0.1/24")
-            server.add_interface(cable_b, "10.0.0.2/24")
-            net = Net(client, server, cable_a, cable_b)
-            yield net
-            net.assert_healthy()
-    return manager()
+@pytest.fixture
+def two_stacks(two_stacks):
+    """Client and server on a cable with no latency unless given."""
+    return functools.partial(two_stacks, latency=0.0, client_seed=11, server_seed=12)
 
 
 @pytest.mark.parametrize("loss, duplicate, reorder, seed", [
@@ -51,7 +32,7 @@ def two_stacks(**cable):
     (0.1, 0.05, 0.05, 4),
     (0.3, 0.0, 0.0, 5),
 ])
-async def test_bulk_both_ways_byte_exact(autojump_clock, loss, duplicate, reorder, seed):
+async def test_bulk_both_ways_byte_exact(two_stacks, autojump_clock, loss, duplicate, reorder, seed):
     size = 200_000 if loss < 0.3 else 60_000
     rng = random.Random(seed)
     up = rng.randbytes(size)
@@ -83,10 +64,10 @@ async def test_bulk_both_ways_byte_exact(autojump_clock, loss, duplicate, reorde
         assert hashlib.sha256(got["up"]).digest() == hashlib.sha256(up).digest()
         assert hashlib.sha256(got["down"]).digest() == hashlib.sha256(down).digest()
         if loss:
-            assert net.cable_a.stats["tx_dropped_loss"] + net.cable_b.stats["tx_dropped_loss"] > 0
+            assert net.a.stats["tx_dropped_loss"] + net.b.stats["tx_dropped_loss"] > 0
 
 
-async def test_connect_to_closed_port_is_refused(autojump_clock):
+async def test_connect_to_closed_port_is_refused(two_stacks, autojump_clock):
     async with two_stacks(latency=0.001) as net:
         with pytest.raises(ConnectionRefusedError) as info:
             await net.client.open_tcp_stream("10.0.0.2", 9)
@@ -94,10 +75,10 @@ async def test_connect_to_closed_port_is_refused(autojump_clock):
         assert net.server.stats["tcp.tx_reset"] == 1
 
 
-async def test_connect_times_out_after_syn_retries(autojump_clock):
+async def test_connect_times_out_after_syn_retries(two_stacks, autojump_clock):
     async with two_stacks(latency=0.001) as net:
         await net.client.ping("10.0.0.2")  # ARP resolved: the SYNs leave, and are lost
-        net.cable_a.loss = 1.0
+        net.a.loss = 1.0
         net.client.tcp.config.syn_retries = 3
         start = trio.current_time()
         with pytest.raises(TimeoutError) as info:
@@ -110,14 +91,14 @@ async def test_connect_times_out_after_syn_retries(autojump_clock):
         assert not net.client.tcp.connections
 
 
-async def test_no_route_raises_enetunreach(autojump_clock):
+async def test_no_route_raises_enetunreach(two_stacks, autojump_clock):
     async with two_stacks() as net:
         with pytest.raises(OSError) as info:
             await net.client.open_tcp_stream("192.168.77.1", 80)
         assert info.value.errno == errno.ENETUNREACH
 
 
-async def test_keepalive_detects_dead_peer(autojump_clock):
+async def test_keepalive_detects_dead_peer(two_stacks, autojump_clock):
     async with two_stacks(latency=0.001) as net:
         listener = (await net.server.open_tcp_listeners(6000))[0]
         stream = await net.client.open_tcp_stream("10.0.0.2", 6000)
@@ -131,7 +112,7 @@ async def test_keepalive_detects_dead_peer(autojump_clock):
         assert net.server.stats["tcp.rx"] >= 3
         await server.send_all(b"last words")
         assert await stream.receive_some() == b"last words"
-        net.cable_a.unplugged = True
+        net.a.unplugged = True
         start = trio.current_time()
         with pytest.raises(trio.BrokenResourceError):
             await stream.receive_some()
@@ -139,18 +120,18 @@ async def test_keepalive_detects_dead_peer(autojump_clock):
         assert trio.current_time() - start == pytest.approx(10.0 + 2.0 * 3, abs=0.05)
 
 
-async def test_keepalive_off_sends_nothing_when_idle(autojump_clock):
+async def test_keepalive_off_sends_nothing_when_idle(two_stacks, autojump_clock):
     async with two_stacks(latency=0.001) as net:
         listener = (await net.server.open_tcp_listeners(6001))[0]
         stream = await net.client.open_tcp_stream("10.0.0.2", 6001)
         server = await listener.accept()
-        sent_before = net.cable_a.stats["tx_frames"]
+        sent_before = net.a.stats["tx_frames"]
         await trio.sleep(3 * 3600)
-        assert net.cable_a.stats["tx_frames"] == sent_before
+        assert net.a.stats["tx_frames"] == sent_before
         assert stream.state is TcpState.ESTABLISHED and server.state is TcpState.ESTABLISHED
 
 
-async def test_time_wait_lasts_two_msl(autojump_clock):
+async def test_time_wait_lasts_two_msl(two_stacks, autojump_clock):
     async with two_stacks(latency=0.001) as net:
         net.client.tcp.config.msl = 5.0
         listener = (await net.server.open_tcp_listeners(7000))[0]
@@ -169,7 +150,7 @@ async def test_time_wait_lasts_two_msl(autojump_clock):
         assert not net.server.tcp.connections
 
 
-async def test_simultaneous_open(autojump_clock):
+async def test_simultaneous_open(two_stacks, autojump_clock):
     async with two_stacks(latency=0.01) as net:
         async with trio.open_nursery() as nursery:
             streams = {}
@@ -187,7 +168,7 @@ async def test_simultaneous_open(autojump_clock):
         await b.aclose()
 
 
-async def test_backlog_overflow_is_dropped_not_grown(autojump_clock):
+async def test_backlog_overflow_is_dropped_not_grown(two_stacks, autojump_clock):
     async with two_stacks(latency=0.001) as net:
         net.client.tcp.config.syn_retries = 2
         listener = (await net.server.open_tcp_listeners(8000, backlog=2))[0]
@@ -215,7 +196,7 @@ async def test_backlog_overflow_is_dropped_not_grown(autojump_clock):
             nursery.cancel_scope.cancel()
 
 
-async def test_serve_tcp_with_handler_closing_gracefully(autojump_clock):
+async def test_serve_tcp_with_handler_closing_gracefully(two_stacks, autojump_clock):
     async with two_stacks(latency=0.002) as net:
         async def handler(stream):
             async with stream:
@@ -232,7 +213,7 @@ async def test_serve_tcp_with_handler_closing_gracefully(autojump_clock):
             nursery.cancel_scope.cancel()
 
 
-async def test_aclose_in_cancelled_scope_resets_peer(autojump_clock):
+async def test_aclose_in_cancelled_scope_resets_peer(two_stacks, autojump_clock):
     async with two_stacks(latency=0.002) as net:
         listener = (await net.server.open_tcp_listeners(9000))[0]
         stream = await net.client.open_tcp_stream("10.0.0.2", 9000)
@@ -246,7 +227,7 @@ async def test_aclose_in_cancelled_scope_resets_peer(autojump_clock):
             await stream.send_all(b"x")
 
 
-async def test_stream_addresses_info_and_options(autojump_clock):
+async def test_stream_addresses_info_and_options(two_stacks, autojump_clock):
     async with two_stacks(latency=0.003) as net:
         listener = (await net.server.open_tcp_listeners(9100))[0]
         stream = await net.client.open_tcp_stream("10.0.0.2", 9100)
@@ -278,7 +259,7 @@ async def test_stream_addresses_info_and_options(autojump_clock):
         assert "una" in stream.window_diagram() or "nxt" in stream.window_diagram()
 
 
-async def test_listener_port_in_use_and_bad_arguments(autojump_clock):
+async def test_listener_port_in_use_and_bad_arguments(two_stacks, autojump_clock):
     async with two_stacks() as net:
         await net.server.open_tcp_listeners(9200)
         with pytest.raises(OSError) as info:

@@ -53,7 +53,7 @@ class StackPair:
 
 def clogged(stream: trionet.Stream) -> bool:
     info = stream.info
-    return stream._machine.send_space == 0 and info["snd_wnd"] == 0 and info["bytes_in_flight"] == 0
+    return stream.connection.send_space == 0 and info["snd_wnd"] == 0 and info["bytes_in_flight"] == 0
 
 
 async def fill_until_clogged(stream: trionet.Stream) -> None:

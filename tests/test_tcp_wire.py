@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from trionet.tcp.isn import EphemeralPortAllocator, IsnGenerator
+from trionet.tcp.isn import IsnGenerator
+from trionet.transport.ports import EphemeralPortAllocator
 from trionet.tcp.seq import (seq_add, seq_diff, seq_ge, seq_gt, seq_in_window, seq_le,
                              seq_lt, unwrap)
 from trionet.wire.errors import WireError

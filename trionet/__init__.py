@@ -1,22 +1,47 @@
-"""trionet: a userspace TCP/IP stack in pure Python on Trio."""
+"""trionet: a userspace TCP/IP stack in pure Python on Trio.
 
-from .arp import ArpConfig
-from .interface import Interface
-from .ipv4 import ReassemblyConfig
-from . import link
-from .link import Capture, LoopbackLink, TapLink, UdpTunnelLink, virtual_cable
-from .route import Route
-from .stack import Stack
-from .stats import Stats
-from .tcp.connection import TcpConfig, TcpState
-from .tcp.listener import Listener
-from .tcp.stream import Stream
-from .udp import UdpSocket
+The public names below are imported on first use, so that importing one
+layer (``trionet.wire``, ``trionet.tcp.connection``) does not import the
+others, nor Trio or python-pytun.
+"""
+
+from __future__ import annotations
+
+import importlib
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "ArpConfig", "Capture", "Interface", "Listener", "LoopbackLink", "ReassemblyConfig", "Route",
-    "Stack", "Stats", "Stream", "TapLink", "TcpConfig", "TcpState", "UdpSocket", "UdpTunnelLink",
-    "virtual_cable",
-]
+#: Public name -> the module that defines it.
+_EXPORTS = {
+    "ArpConfig": "trionet.interface.arp",
+    "Capture": "trionet.link.capture",
+    "Interface": "trionet.interface.interface",
+    "Listener": "trionet.tcp.listener",
+    "LoopbackLink": "trionet.link.loopback",
+    "ReassemblyConfig": "trionet.network.fragments",
+    "Route": "trionet.network.routes",
+    "Stack": "trionet.api.stack",
+    "Stats": "trionet.stats",
+    "Stream": "trionet.tcp.stream",
+    "TapLink": "trionet.link.tap",
+    "TcpConfig": "trionet.tcp.config",
+    "TcpState": "trionet.tcp.config",
+    "UdpSocket": "trionet.transport.udp",
+    "UdpTunnelLink": "trionet.link.tunnel",
+    "virtual_cable": "trionet.link.cable",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'trionet' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

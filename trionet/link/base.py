@@ -4,15 +4,6 @@ import abc
 from collections import Counter
 
 
-def check_whole_number(name: str, value, minimum: int) -> int:
-    """``value`` as an int >= ``minimum``; TypeError/ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be at least {minimum}, got {value!r}")
-    return value
-
-
 class Link(abc.ABC):
     """An Ethernet link: whole frames (no preamble, no FCS) in and out.
 

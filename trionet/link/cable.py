@@ -13,29 +13,10 @@ import secrets
 
 import trio
 
-from .base import Link, check_whole_number
+from ..validate import check_int, check_probability, check_seconds
+from .base import Link
 
 _ETH_HEADER = 14
-
-
-def _number(name: str, value) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, not {type(value).__name__} {value!r}")
-    return float(value)
-
-
-def _probability(name: str, value: float) -> float:
-    value = _number(name, value)
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
-    return value
-
-
-def _non_negative(name: str, value: float) -> float:
-    value = _number(name, value)
-    if not value >= 0.0 or math.isinf(value):
-        raise ValueError(f"{name} must be a finite number of seconds >= 0, got {value!r}")
-    return value
 
 
 class _Wire:
@@ -107,7 +88,7 @@ class CableEnd(Link):
 
     @latency.setter
     def latency(self, value: float) -> None:
-        self._latency = _non_negative("latency", value)
+        self._latency = check_seconds(value, "latency")
 
     @property
     def loss(self) -> float:
@@ -115,7 +96,7 @@ class CableEnd(Link):
 
     @loss.setter
     def loss(self, value: float) -> None:
-        self._loss = _probability("loss", value)
+        self._loss = check_probability(value, "loss")
 
     @property
     def duplicate(self) -> float:
@@ -123,7 +104,7 @@ class CableEnd(Link):
 
     @duplicate.setter
     def duplicate(self, value: float) -> None:
-        self._duplicate = _probability("duplicate", value)
+        self._duplicate = check_probability(value, "duplicate")
 
     @property
     def reorder(self) -> float:
@@ -131,7 +112,7 @@ class CableEnd(Link):
 
     @reorder.setter
     def reorder(self, value: float) -> None:
-        self._reorder = _probability("reorder", value)
+        self._reorder = check_probability(value, "reorder")
 
     @property
     def corrupt(self) -> float:
@@ -139,7 +120,7 @@ class CableEnd(Link):
 
     @corrupt.setter
     def corrupt(self, value: float) -> None:
-        self._corrupt = _probability("corrupt", value)
+        self._corrupt = check_probability(value, "corrupt")
 
     @property
     def reorder_delay(self) -> float:
@@ -151,7 +132,7 @@ class CableEnd(Link):
 
     @reorder_delay.setter
     def reorder_delay(self, value: float | None) -> None:
-        self._reorder_delay = None if value is None else _non_negative("reorder_delay", value)
+        self._reorder_delay = None if value is None else check_seconds(value, "reorder_delay")
 
     @property
     def unplugged(self) -> bool:
@@ -270,8 +251,8 @@ def virtual_cable(*, mtu: int = 1500, latency: float = 0.0, loss: float = 0.0,
     ``corrupt > 0`` (then checksums must catch the damage). ``capacity``
     bounds the frames waiting at each end.
     """
-    check_whole_number("mtu", mtu, 1)
-    check_whole_number("capacity", capacity, 1)
+    check_int(mtu, "mtu", 1)
+    check_int(capacity, "capacity", 1)
     if seed is None:
         seed = secrets.randbits(64)
     if checksum_offload is None:

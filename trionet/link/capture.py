@@ -3,6 +3,7 @@
 import os
 import struct
 import time
+from collections.abc import Callable
 
 from .base import Link
 
@@ -25,7 +26,9 @@ class Capture(Link):
     than ``snaplen`` are cut to ``snaplen`` in the file. The file is flushed
     after each sent frame and each received batch (writes are synchronous:
     this is a debugging aid). ``aclose`` closes the inner link, and the file
-    if the capture opened it.
+    if the capture opened it. Records are stamped with the wall clock, or
+    with ``clock()`` seconds if given (``clock=trio.current_time`` under a
+    MockClock makes the file itself repeatable).
 
     Frames are recorded as the stack hands them over: with
     ``checksum_offload`` their checksums are left empty (the link completes
@@ -34,9 +37,10 @@ class Capture(Link):
     up to 64 KB, before the kernel cuts it (as tcpdump shows a NIC's offloads).
     """
 
-    __slots__ = ("inner", "stats", "snaplen", "_file", "_owns_file", "_closed")
+    __slots__ = ("inner", "stats", "snaplen", "_clock", "_file", "_owns_file", "_closed")
 
-    def __init__(self, link: Link, file, *, snaplen: int = 262144) -> None:
+    def __init__(self, link: Link, file, *, snaplen: int = 262144,
+                 clock: Callable[[], float] | None = None) -> None:
         # Not calling Link.__init__: the counter is the inner link's.
         if not isinstance(link, Link):
             raise TypeError(f"Capture wraps a Link, got {type(link).__name__}")
@@ -45,6 +49,7 @@ class Capture(Link):
         self.inner = link
         self.stats = link.stats
         self.snaplen = snaplen
+        self._clock = clock
         if isinstance(file, (str, bytes, os.PathLike)):
             self._file = open(file, "wb")
             self._owns_file = True
@@ -82,7 +87,10 @@ class Capture(Link):
         return self.inner.tso_max
 
     def _record(self, frame: bytes, write) -> None:
-        seconds, ns = divmod(time.time_ns(), 1_000_000_000)
+        if self._clock is None:
+            seconds, ns = divmod(time.time_ns(), 1_000_000_000)
+        else:
+            seconds, ns = divmod(round(self._clock() * 1e9), 1_000_000_000)
         length = len(frame)
         if length > self.snaplen:
             write(_RECORD.pack(seconds, ns // 1000, self.snaplen, length))

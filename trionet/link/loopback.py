@@ -4,7 +4,8 @@ from collections import deque
 
 import trio
 
-from .base import Link, check_whole_number
+from ..validate import check_int
+from .base import Link
 
 _ETH_HEADER = 14
 
@@ -25,13 +26,18 @@ class LoopbackLink(Link):
 
     def __init__(self, *, mtu: int = 65535, capacity: int = 4096) -> None:
         super().__init__()
-        check_whole_number("mtu", mtu, 1)
-        check_whole_number("capacity", capacity, 1)
+        check_int(mtu, "mtu", 1)
+        check_int(capacity, "capacity", 1)
         self.mtu = mtu
         self.capacity = capacity
         self._queue: deque[bytes] = deque()
         self._lot = trio.lowlevel.ParkingLot()
         self._closed = False
+
+    @property
+    def queued(self) -> int:
+        """Frames waiting to be received."""
+        return len(self._queue)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._queue)} queued"

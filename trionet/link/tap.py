@@ -12,12 +12,11 @@ import errno
 import fcntl
 import logging
 import os
-import socket
 import struct
 
-import pytun
 import trio
 
+from ..validate import check_str
 from ..wire.checksum import internet_checksum, ones_complement_sum
 from .fd import FdLink
 
@@ -35,7 +34,6 @@ _WRITE_GONE = _GONE - {errno.EIO}
 _WRITE_FULL = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM})
 
 # linux/if_tun.h
-_TUNSETIFF = 0x400454CA        # _IOW('T', 202, int)
 _TUNSETOFFLOAD = 0x400454D0    # _IOW('T', 208, unsigned int)
 _TUNSETVNETHDRSZ = 0x400454D8  # _IOW('T', 216, int)
 _IFF_TAP = 0x0002
@@ -46,11 +44,7 @@ _TUN_F_TSO4 = 0x02
 _TUN_F_TSO6 = 0x04
 #: Offloads asked for: the kernel hands us partial checksums and TSO frames.
 _OFFLOADS = _TUN_F_CSUM | _TUN_F_TSO4 | _TUN_F_TSO6
-_SIOCGIFMTU = 0x8921
 _IFNAMSIZ = 16
-# struct ifreq: the name, then a 24-byte union (ifr_flags / ifr_mtu first).
-_IFREQ_FLAGS = struct.Struct("16sH22x")
-_IFREQ_INT = struct.Struct("16si20x")
 _INT = struct.Struct("i")
 
 # linux/virtio_net.h: struct virtio_net_hdr (flags, gso_type, hdr_len,
@@ -100,45 +94,26 @@ def _open_error(name: str, exc: OSError) -> OSError:
     return OSError(code, message) if code is not None else OSError(message)
 
 
-def _open_offload(name: str) -> tuple[int | None, str, str | None]:
-    """Open ``name`` with IFF_VNET_HDR and ask for the offloads.
+def _open_device(name: str, flags: int):
+    """A python-pytun device for ``name`` (imported here, so that the rest
+    of trionet imports without it); OSError with advice if it cannot open."""
+    import pytun
 
-    Returns (fd, the device's name, None); or (None, name, why) when the
-    kernel refused an offload ioctl (the fd is closed again). Raises the
-    usual open error when the device itself cannot be opened."""
-    raw = name.encode()
-    if len(raw) >= _IFNAMSIZ:
-        raise ValueError(f"TAP name {name!r} is longer than {_IFNAMSIZ - 1} bytes")
     try:
-        fd = os.open("/dev/net/tun", os.O_RDWR | os.O_CLOEXEC)
+        return pytun.TunTapDevice(name=name, flags=flags)
     except OSError as exc:
         raise _open_error(name, exc) from exc
+
+
+def _ask_for_offloads(fd: int) -> str | None:
+    """Give the device a virtio-net header and ask for checksum and TSO
+    offload; the kernel's refusal as text, or None."""
     try:
-        try:
-            ifr = _ioctl(fd, _TUNSETIFF, _IFREQ_FLAGS.pack(raw, _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR))
-        except OSError as exc:
-            raise _open_error(name, exc) from exc
-        actual = ifr[:_IFNAMSIZ].split(b"\0", 1)[0].decode()
-        try:
-            _ioctl(fd, _TUNSETVNETHDRSZ, _INT.pack(_VNET_LEN))
-            _ioctl(fd, _TUNSETOFFLOAD, _OFFLOADS)
-        except OSError as exc:
-            os.close(fd)
-            return None, actual, f"{exc.strerror or exc}"
-        os.set_blocking(fd, False)
-    except BaseException:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-        raise
-    return fd, actual, None
-
-
-def _device_mtu(name: str) -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        reply = fcntl.ioctl(sock, _SIOCGIFMTU, _IFREQ_INT.pack(name.encode(), 0))
-    return _IFREQ_INT.unpack(reply)[1]
+        _ioctl(fd, _TUNSETVNETHDRSZ, _INT.pack(_VNET_LEN))
+        _ioctl(fd, _TUNSETOFFLOAD, _OFFLOADS)
+    except OSError as exc:
+        return f"{exc.strerror or exc}"
+    return None
 
 
 def _offload_iov(frame, gso_size: int):
@@ -237,8 +212,8 @@ class TapLink(FdLink):
     ``tx_dropped_broken``, ``tx_dropped_closed``, ``tx_dropped_error``,
     ``rx_dropped_oversize``.
 
-    ``offload=True`` opens /dev/net/tun itself with ``IFF_VNET_HDR`` and
-    asks for checksum offload and TSO (TUNSETOFFLOAD ``TUN_F_CSUM |
+    ``offload=True`` opens the device with ``IFF_VNET_HDR`` and asks for
+    checksum offload and TSO (TUNSETOFFLOAD ``TUN_F_CSUM |
     TUN_F_TSO4 | TUN_F_TSO6``, a 10-byte virtio-net header). Then
     ``offload`` is True, ``checksum_offload`` is True and ``tso_max`` is
     65549 (a 65535-byte datagram in a frame):
@@ -275,71 +250,53 @@ class TapLink(FdLink):
         super().__init__()
         if mtu is not None and mtu < 68:
             raise ValueError(f"mtu must be at least 68 (RFC 791), got {mtu!r}")
+        check_str(name, "name")
+        if len(name.encode()) >= _IFNAMSIZ:
+            raise ValueError(f"TAP name {name!r} is longer than {_IFNAMSIZ - 1} bytes")
         self.offload = False
         self.offload_error: str | None = None
         self.checksum_offload = False
         self.tso_max = 0
-        self._dev = None
-        fd = None
+        self._rx_header = None
+        self._rx_view = None
+        dev = None
         if offload:
-            fd, actual, why = _open_offload(name)
-            if fd is None:
+            dev = _open_device(name, _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR)
+            why = _ask_for_offloads(dev.fileno())
+            if why is not None:
+                dev.close()
+                dev = None
                 self.offload_error = why
                 self.stats["offload_refused"] += 1
                 log.warning("TAP %s: the kernel refused checksum/TSO offload (%s); "
-                            "running without it", actual, why)
-        if fd is not None:
-            try:
-                if mtu is None:
-                    try:
-                        mtu = _device_mtu(actual) or 1500
-                    except OSError:
-                        mtu = 1500
-            except BaseException:
-                os.close(fd)
-                raise
-            self._name = actual
+                            "running without it", name, why)
+        if dev is None:
+            dev = _open_device(name, _IFF_TAP | _IFF_NO_PI)
+        else:
             self.offload = True
             self.checksum_offload = True
             self.tso_max = _TSO_MAX
             self._rx_header = bytearray(_VNET_LEN)
             self._rx_view = memoryview(bytearray(_TSO_MAX + _VLAN_TAG + 1))
-        else:
-            try:
-                dev = pytun.TunTapDevice(name=name, flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
-            except OSError as exc:
-                raise _open_error(name, exc) from exc
-            try:
-                if mtu is None:
-                    try:
-                        mtu = dev.mtu or 1500
-                    except OSError:
-                        mtu = 1500
-                self._name = dev.name
-                fd = dev.fileno()
-                os.set_blocking(fd, False)
-            except BaseException:
-                dev.close()
-                raise
-            self._dev = dev
-            self._rx_header = None
-            self._rx_view = None
+        try:
+            if mtu is None:
+                try:
+                    mtu = dev.mtu or 1500
+                except OSError:
+                    mtu = 1500
+            self._name = dev.name
+            fd = dev.fileno()
+            os.set_blocking(fd, False)
+        except BaseException:
+            dev.close()
+            raise
+        self._dev = dev
         self._fd = fd
         self.mtu = mtu
         # One byte more than the largest frame accepted, to detect longer ones.
         self._read_size = mtu + _ETH_HEADER + _VLAN_TAG + 1
         self._closed = False
         self._broken: str | None = None
-
-    def __del__(self) -> None:
-        # The offload fd is a bare int (pytun's device closes itself): a
-        # link dropped without aclose() must not keep the TAP alive.
-        if getattr(self, "_dev", True) is None and not getattr(self, "_closed", True):
-            self._closed = True
-            try:
-                os.close(self._fd)
-            except OSError:
-                pass
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"fd={self._fd}"
@@ -488,13 +445,11 @@ class TapLink(FdLink):
         return frames
 
     def _release_fd(self) -> None:
-        if self._dev is not None:
-            self._dev.close()
-        else:
-            # A persistent device keeps its offload settings: leave
-            # it as a plain TAP for whoever opens it next.
+        if self.offload:
+            # A persistent device keeps its offload settings: leave it as a
+            # plain TAP for whoever opens it next.
             try:
                 _ioctl(self._fd, _TUNSETOFFLOAD, 0)
             except OSError:
                 pass
-            os.close(self._fd)
+        self._dev.close()

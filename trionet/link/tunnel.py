@@ -6,7 +6,7 @@ import socket
 
 import trio
 
-from .base import check_whole_number
+from ..validate import check_int
 from .fd import FdLink
 
 _ETH_HEADER = 14
@@ -53,7 +53,7 @@ class UdpTunnelLink(FdLink):
 
     def __init__(self, local, remote, *, mtu: int = 1500) -> None:
         super().__init__()
-        check_whole_number("mtu", mtu, 68)  # RFC 791
+        check_int(mtu, "mtu", 68)  # RFC 791
         local_family, local_addr = _resolve("local", local)
         remote_family, remote_addr = _resolve("remote", remote)
         if local_family != remote_family:

@@ -5,27 +5,28 @@ first segment for an idle task sends a list through the channel, and the
 ones arriving before the task takes it are appended to that list (one
 crossing and one wake-up per batch, nothing per segment). The connection's
 timers are one cancel scope whose deadline is moved after every event, and
-re-made only when it fires. Application calls (send,
-receive, close) run in the application's task and call the machine directly;
-whoever changes the machine flushes its output and wakes the waiters.
+re-made only when it fires.
+
+Whatever changes the machine from outside its task (the application's
+sends, receives and closes; ICMP; the stack) goes through one of
+``TcpSocket``'s entry points, which all end in ``flush``: send the output,
+end the task if the machine closed, move the timer, wake the waiters. The
+task's own loop ends each batch and each timer the same way.
 """
 
 from __future__ import annotations
 
 import logging
 import math
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import attrs
 import trio
 
+from ..stats import Stats
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, FIN, PSH, TCP_MIN_HEADER_LEN, build_tcp, options_length
-from .connection import TcpConnection, TcpState
-
-if TYPE_CHECKING:
-    from .layer import TcpLayer
-    from .listener import Listener
+from .connection import TcpConnection
 
 log = logging.getLogger("trionet.tcp")
 
@@ -33,9 +34,28 @@ log = logging.getLogger("trionet.tcp")
 SEGMENT_QUEUE = 512
 
 _M32 = 0xFFFFFFFF
+_IP_HEADER = 20
 
 
-def _send_coalesced(stack, path, local_ip, remote_ip, out: list) -> None:
+def send_segments(network, stats: Stats, local_ip, remote_ip, out: list) -> None:
+    """Build and send the machine's output segments to ``remote_ip``."""
+    try:
+        path = network.path_to(remote_ip)
+    except OSError:
+        stats["drop.tcp.no_route"] += len(out)
+        return
+    if path.tso_max and len(out) > 1:
+        send_coalesced(path, stats, local_ip, remote_ip, out)
+    else:
+        compute = not path.offload
+        output = path.output
+        for header, payload in out:
+            segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
+            output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
+    stats["tcp.tx"] += len(out)
+
+
+def send_coalesced(path, stats: Stats, local_ip, remote_ip, out: list) -> None:
     """Send ``out`` on a path with TSO: each run of data segments with
     consecutive sequence numbers, the same length (the last may be shorter)
     and the same ACK, window and options goes as one segment of up to
@@ -43,7 +63,7 @@ def _send_coalesced(stack, path, local_ip, remote_ip, out: list) -> None:
     (GSO). A run starts with plain ACK segments; its last one may carry PSH
     or FIN, which GSO leaves on the last piece only (Linux tcp_gso_segment)."""
     compute = not path.offload
-    send = stack.ip_send
+    output = path.output
     n = len(out)
     runs = 0
     i = 0
@@ -53,7 +73,7 @@ def _send_coalesced(stack, path, local_ip, remote_ip, out: list) -> None:
         j = i + 1
         if size and header.flags == ACK and j < n:
             opts = header.options
-            room = path.tso_max - 20 - TCP_MIN_HEADER_LEN - options_length(opts)
+            room = path.tso_max - _IP_HEADER - TCP_MIN_HEADER_LEN - options_length(opts)
             limit = i + room // size  # segments that fit in one datagram
             seq = (header.seq + size) & _M32
             ack, window = header.ack, header.window
@@ -75,42 +95,62 @@ def _send_coalesced(stack, path, local_ip, remote_ip, out: list) -> None:
             payload = b"".join([p for _, p in out[i:j]])
             runs += 1
             segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
-            send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True, gso_size=size)
+            output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True, gso_size=size)
         else:
             segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
-            send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
+            output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
         i = j
     if runs:
-        stack.stats["tcp.tx_coalesced"] += runs
+        stats["tcp.tx_coalesced"] += runs
 
 
 class TcpSocket:
-    """One connection: the machine, its task, and what the API waits on."""
+    """One connection: the machine, its task, and what the API waits on.
 
-    __slots__ = ("layer", "machine", "key", "local_ip", "remote_ip", "listener",
-                 "_send_channel", "_receive_channel", "_pending", "_scope", "_lot", "_done",
-                 "_accepted", "__weakref__")
+    Handed what it needs: the ``network`` to send through, the ``stats``,
+    ``on_done(sock)`` (its task ended: the demultiplexer forgets it) and,
+    for a passive open, ``on_established(sock)`` (once, when the handshake
+    completes: the listener queues it)."""
 
-    def __init__(self, layer: TcpLayer, machine: TcpConnection, key: tuple,
-                 listener: Listener | None = None):
-        self.layer = layer
+    __slots__ = ("machine", "key", "local_ip", "remote_ip", "_network", "_stats", "_on_done",
+                 "_on_established", "_send_channel", "_receive_channel", "_pending", "_scope",
+                 "_lot", "_done", "__weakref__")
+
+    def __init__(self, machine: TcpConnection, key: tuple, network, stats: Stats,
+                 on_done: Callable[[TcpSocket], None],
+                 on_established: Callable[[TcpSocket], None] | None = None):
         self.machine = machine
         self.key = key
         self.local_ip = key[0]
         self.remote_ip = key[2]
-        self.listener = listener
+        self._network = network
+        self._stats = stats
+        self._on_done = on_done
+        self._on_established = on_established
         # Holds at most one batch: the next starts once the task took this one.
         self._send_channel, self._receive_channel = trio.open_memory_channel(1)
         self._pending: list | None = None  # the batch in the channel, still open
         self._scope: trio.CancelScope | None = None
         self._lot = trio.lowlevel.ParkingLot()
         self._done = False
-        self._accepted = False
 
     def __repr__(self) -> str:
         return f"<TcpSocket {self.key} {self.machine.state.name}>"
 
-    # --- input from the layer (plain call in the NIC task) -----------------
+    @property
+    def done(self) -> bool:
+        """The task ended (or never needs to run again)."""
+        return self._done
+
+    @property
+    def queued_segments(self) -> int:
+        """Segments waiting for the task."""
+        return len(self._pending) if self._pending is not None else 0
+
+    def timer_deadline(self) -> float:
+        return self._scope.deadline if self._scope is not None else math.inf
+
+    # --- input from the demultiplexer (plain call in the NIC task) -----------
 
     def deliver(self, header, payload) -> bool:
         """Queue a segment for the task; False when the task is gone or
@@ -148,71 +188,94 @@ class TcpSocket:
                         now = trio.current_time()
                         for header, payload in batch:
                             machine.on_segment(header, payload, now)
-                        self.after_event()
+                        self.flush()
                         if machine.closed:
                             break
                 self._scope = None
                 if scope.cancelled_caught:
                     machine.on_timer(trio.current_time())
-                    self.after_event()
+                    self.flush()
         finally:
             self._scope = None
-            self._done = True
-            self._pending = None
-            self._send_channel.close()
-            self.layer.forget(self)
-            self._lot.unpark_all()
-            if self.listener is not None and not self._accepted:
-                self.listener._embryo_gone(self)
-
-    def after_event(self) -> None:
-        """After the machine took input: tell the listener, send, move the
-        timer, wake the API."""
-        machine = self.machine
-        if self.listener is not None and not self._accepted and machine.established:
-            self._accepted = True
-            self.listener._embryo_established(self)
-        self.flush()
+            self._end()
 
     def flush(self) -> None:
+        """After the machine changed: tell the listener once it is
+        established, send its output, end the task if it closed (nothing
+        more will come), move the timer, wake the waiters."""
         machine = self.machine
+        if self._on_established is not None and machine.established:
+            on_established, self._on_established = self._on_established, None
+            on_established(self)
         out = machine.pop_outgoing()
         if out:
-            stack = self.layer.stack
-            try:
-                path = stack.path_to(self.remote_ip)
-            except OSError:
-                stack.stats["drop.tcp.no_route"] += len(out)
-            else:
-                local_ip, remote_ip = self.local_ip, self.remote_ip
-                if path.tso_max and len(out) > 1:
-                    _send_coalesced(stack, path, local_ip, remote_ip, out)
-                else:
-                    compute = not path.offload
-                    send = stack.ip_send
-                    for header, payload in out:
-                        segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
-                        send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
-                stack.stats["tcp.tx"] += len(out)
+            send_segments(self._network, self._stats, self.local_ip, self.remote_ip, out)
         if machine.closed and not self._done:
             # Closed from outside its task (abort, RST on close, a failed
-            # connect): nothing more will come, so end the task and free the
-            # 4-tuple now instead of waiting for a segment that never arrives.
+            # connect): end the task and free the 4-tuple now instead of
+            # waiting for a segment that never arrives.
             self.terminate()
             return
-        if self._scope is not None:
+        scope = self._scope
+        if scope is not None:
             deadline = machine.next_deadline
-            if self._scope.deadline != deadline:
-                self._scope.deadline = deadline
+            if scope.deadline != deadline:
+                scope.deadline = deadline
         self._lot.unpark_all()
 
     def terminate(self) -> None:
         """End the task now (the 4-tuple is reused or the stack closes)."""
+        if not self._done:
+            self._end()
+
+    def _end(self) -> None:
         self._done = True
         self._pending = None
         self._send_channel.close()
-        self.layer.forget(self)
         self._lot.unpark_all()
+        on_done, self._on_done = self._on_done, None
+        if on_done is not None:
+            on_done(self)
+
+    # --- entry points from outside the task: each ends in flush() ---------------
+
+    def _apply(self, entry, *args):
+        result = entry(*args, trio.current_time())
+        self.flush()
+        return result
+
+    def send(self, data) -> int:
+        """Buffer what fits of ``data`` (and send what the windows allow)."""
+        return self._apply(self.machine.send, data)
+
+    def receive(self, max_bytes: int) -> bytes:
+        return self._apply(self.machine.receive, max_bytes)
+
+    def shutdown_write(self) -> None:
+        self._apply(self.machine.shutdown_write)
+
+    def close(self) -> None:
+        """FIN after the buffered data (RST if unread data is left)."""
+        self._apply(self.machine.close)
+
+    def abort(self) -> None:
+        """RST (if synchronized), then CLOSED."""
+        self._apply(self.machine.abort)
+
+    def set_option(self, name: str, value) -> None:
+        self._apply(self.machine.set_option, name, value)
+
+    def fail(self, reason: str) -> None:
+        """End at once with ``reason``, sending nothing (the path is gone)."""
+        self._apply(self.machine.fail, reason)
+
+    def path_mtu(self, mtu: int) -> bool:
+        return self._apply(self.machine.on_path_mtu, mtu)
+
+    def icmp_error(self, description: str, spoofed_syn: bool) -> bool:
+        return self._apply(self.machine.on_icmp_error, description, spoofed_syn)
+
+    # --- waiting ------------------------------------------------------------------
 
     async def wait_change(self) -> None:
         """Sleep until the machine changed (or the connection ended)."""
@@ -223,10 +286,3 @@ class TcpSocket:
 
     def wake(self) -> None:
         self._lot.unpark_all()
-
-    @property
-    def done(self) -> bool:
-        return self._done
-
-    def timer_deadline(self) -> float:
-        return self._scope.deadline if self._scope is not None else math.inf

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import trio
 
-from .connection import TcpState
+from ..validate import check_flag, check_int, check_seconds, check_str
+from .connection import TcpConnection, TcpState
 from .socket import TcpSocket
 
 #: receive_some's default size when max_bytes is None (as trio.SocketStream).
@@ -20,44 +20,25 @@ _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 MAX_BUFFER = 1 << 30
 
 
-def _flag(name: str, value: Any) -> bool:
-    if isinstance(value, bool) or (isinstance(value, int) and value in (0, 1)):
-        return bool(value)
-    raise TypeError(f"{name} must be a bool, not {value!r}")
+def _positive_seconds(name: str, value: Any) -> float:
+    return check_seconds(value, name, positive=True)
 
 
-def _seconds(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number of seconds, not {type(value).__name__}")
-    if not 0 < value < math.inf:
-        raise ValueError(f"{name} must be a positive finite number of seconds, not {value}")
-    return float(value)
-
-
-def _count(name: str, value: Any, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be in {low}-{high}, not {value}")
-    return value
-
-
-def _text(name: str, value: Any) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{name} must be a str, not {type(value).__name__}")
-    return value  # the connection names the valid choices if it is unknown
+def _count(low: int, high: int):
+    return lambda name, value: check_int(value, name, low, high)
 
 
 #: Settings ``setsockopt`` takes: name -> (TcpConfig attribute, checker).
 _OPTIONS = {
-    "nodelay": ("nodelay", _flag),
-    "keepalive": ("keepalive", _flag),
-    "keepalive_idle": ("keepalive_idle", _seconds),
-    "keepalive_interval": ("keepalive_interval", _seconds),
-    "keepalive_count": ("keepalive_count", lambda n, v: _count(n, v, 1, 255)),
-    "send_buffer": ("send_buffer", lambda n, v: _count(n, v, 1, MAX_BUFFER)),
-    "receive_buffer": ("receive_buffer", lambda n, v: _count(n, v, 1, MAX_BUFFER)),
-    "congestion": ("congestion", _text),
+    "nodelay": ("nodelay", lambda name, value: check_flag(value, name)),
+    "keepalive": ("keepalive", lambda name, value: check_flag(value, name)),
+    "keepalive_idle": ("keepalive_idle", _positive_seconds),
+    "keepalive_interval": ("keepalive_interval", _positive_seconds),
+    "keepalive_count": ("keepalive_count", _count(1, 255)),
+    "send_buffer": ("send_buffer", _count(1, MAX_BUFFER)),
+    "receive_buffer": ("receive_buffer", _count(1, MAX_BUFFER)),
+    # The connection names the valid choices if it is unknown.
+    "congestion": ("congestion", lambda name, value: check_str(value, name)),
 }
 
 
@@ -119,6 +100,12 @@ class Stream(trio.abc.HalfCloseableStream):
     def window_diagram(self) -> str:
         return self._machine.window_diagram()
 
+    @property
+    def connection(self) -> TcpConnection:
+        """The connection's protocol state, for reading (sequence numbers,
+        windows, timers, options): change it only through the stream."""
+        return self._machine
+
     def setsockopt(self, name: str, value: Any) -> None:
         """Set one of: nodelay, keepalive (bools), keepalive_idle,
         keepalive_interval (seconds > 0), keepalive_count (1-255),
@@ -131,8 +118,7 @@ class Stream(trio.abc.HalfCloseableStream):
         except KeyError:
             raise ValueError(f"unknown option {name!r}; known: {', '.join(_OPTIONS)}") from None
         value = convert(name, value)
-        self._machine.set_option(attribute, value, trio.current_time())
-        self._sock.flush()
+        self._sock.set_option(attribute, value)
 
     def getsockopt(self, name: str) -> Any:
         if not isinstance(name, str):
@@ -161,16 +147,12 @@ class Stream(trio.abc.HalfCloseableStream):
             view = memoryview(data).cast("B")
             total = len(view)
             sent = 0
-            machine = self._machine
             sock = self._sock
             waited = False
             while True:
                 self._check_send()
                 if sent < total:
-                    taken = machine.send(view[sent:], trio.current_time())
-                    if taken:
-                        sent += taken
-                        sock.flush()
+                    sent += sock.send(view[sent:])
                 if sent >= total:
                     break
                 await sock.wait_change()
@@ -199,8 +181,7 @@ class Stream(trio.abc.HalfCloseableStream):
             await _checkpoint_if_cancelled()
             machine = self._machine
             if machine.can_send and machine.error is None:
-                machine.shutdown_write(trio.current_time())
-                self._sock.flush()
+                self._sock.shutdown_write()
             await _cancel_shielded_checkpoint()
 
     # --- receiving --------------------------------------------------------------------
@@ -222,9 +203,8 @@ class Stream(trio.abc.HalfCloseableStream):
             while True:
                 if self._closed:
                     raise trio.ClosedResourceError("stream is closed")
-                data = machine.receive(max_bytes, trio.current_time())
+                data = sock.receive(max_bytes) if machine.unread_bytes else b""
                 if data:
-                    sock.flush()  # a window update may be due
                     break
                 if machine.at_eof:
                     break
@@ -252,11 +232,11 @@ class Stream(trio.abc.HalfCloseableStream):
         except trio.Cancelled:
             # Closing in a cancelled scope (aclose_forcefully, serve_listeners
             # after a handler): no waiting, reset the connection.
-            if not machine.closed:
-                machine.abort(trio.current_time())
-            sock.flush()
+            if machine.closed:
+                sock.flush()
+            else:
+                sock.abort()
             raise
         # FIN after the buffered data; RST if unread data is left (RFC 2525 2.17).
-        machine.close(trio.current_time())
-        sock.flush()
+        sock.close()
         await _cancel_shielded_checkpoint()

@@ -143,6 +143,29 @@ def build_ipv4_plain(src, dst, protocol: int, identification: int, payload, *, t
     return raw + payload
 
 
+def parse_ipv4_quote(data) -> tuple[IPv4Header, memoryview, int]:
+    """The datagram an ICMP error quotes (RFC 792: its IP header and at
+    least 8 bytes of its payload): (header, the quoted payload bytes, the
+    original total length). The quote is cut short by design, so the total
+    length is not checked against it, nor the header checksum (RFC 1812
+    4.3.2.3 lets routers change the datagram after sending it)."""
+    n = len(data)
+    if n < IPV4_MIN_HEADER_LEN:
+        raise WireError("icmp.bad_quote", "shorter than an IPv4 header")
+    (ver_ihl, tos, total_length, ident, flags_frag, ttl, proto, _csum,
+     src, dst) = _IPV4.unpack_from(data)
+    hlen = (ver_ihl & 0x0F) << 2
+    if ver_ihl >> 4 != 4 or hlen < IPV4_MIN_HEADER_LEN or n < hlen + 8:
+        raise WireError("icmp.bad_quote", "not an IPv4 header with 8 payload bytes")
+    mv = memoryview(data)
+    header = IPv4Header(
+        IPv4Address(src), IPv4Address(dst), proto, ttl, ident,
+        bool(flags_frag & _FLAG_DF), bool(flags_frag & _FLAG_MF),
+        (flags_frag & _OFFSET_MASK) << 3, tos,
+        bytes(mv[IPV4_MIN_HEADER_LEN:hlen]) if hlen > IPV4_MIN_HEADER_LEN else b"")
+    return header, mv[hlen:], total_length
+
+
 def quote_for_icmp(packet) -> bytes:
     """What an ICMP error carries: the offending datagram's IP header plus
     the first 8 bytes of its payload (RFC 792), clamped to the bytes that

@@ -1,30 +1,36 @@
-"""TCP demultiplexing: connections by 4-tuple, listeners by port, RSTs for
-everything else (RFC 9293 3.10.7.1), ephemeral ports and ISNs."""
+"""TCP demultiplexing: connections by 4-tuple, listening endpoints by port,
+RSTs for everything else (RFC 9293 3.10.7.1), ICMP errors for our
+segments (RFC 5927), and active opens.
+
+The layer is handed what it needs: the ``network`` (paths, output; it
+registers itself there), the ``stats``, a ``spawn`` function for each
+connection's task, and the stack's secret (ISNs, ports, SYN cookies and
+timestamp offsets all derive from it, so a seeded stack repeats them).
+"""
 
 from __future__ import annotations
 
 import errno
 import logging
-import os
-from ipaddress import IPv4Address
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import trio
 
-from ..route import IPAddress, parse_address
-from ..udp import check_port
+from ..network.icmp import ErrorKind, IcmpError
+from ..stats import Stats
+from ..transport.ports import EphemeralPortAllocator
+from ..validate import IPAddress, check_port, parse_address
 from ..wire.errors import WireError
-from ..wire.tcp import ACK, FIN, RST, SYN, build_tcp, parse_tcp
 from ..wire.ipv4 import PROTO_TCP
-from .connection import TcpConfig, TcpConnection, TcpState, reset_for
+from ..wire.tcp import ACK, RST, SYN, build_tcp, parse_tcp
+from .config import (CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, HALF, LAST_ACK,
+                     M32, SYN_SENT, TIME_WAIT, TcpConfig, reset_for)
+from .connection import TcpConnection
 from .cookies import SynCookies
-from .isn import EphemeralPortAllocator, IsnGenerator
+from .isn import IsnGenerator
+from .passive import SynQueue
 from .socket import TcpSocket
-
-if TYPE_CHECKING:
-    from ..stack import Stack
-    from .listener import Listener
-    from .stream import Stream
 
 log = logging.getLogger("trionet.tcp")
 
@@ -35,40 +41,26 @@ _ERRORS = {
     "unreachable": (OSError, errno.EHOSTUNREACH, "no route to host"),
 }
 
-
-#: RFC 792 destination unreachable and its codes (RFC 1122 4.2.3.9; the
-#: errno values are Linux's icmp_err_convert).
-_ICMP_DEST_UNREACHABLE = 3
-_UNREACH_FRAG_NEEDED = 4
-_ICMP_TIME_EXCEEDED = 11
-_ICMP_PARAMETER_PROBLEM = 12
-#: The ICMP errors TCP acts on (RFC 5927 2; source quench is ignored,
-#: RFC 6633, and so are redirects).
-_ICMP_TCP_ERRORS = frozenset({_ICMP_DEST_UNREACHABLE, _ICMP_TIME_EXCEEDED,
-                              _ICMP_PARAMETER_PROBLEM})
-#: RFC 1191 7: MTU plateaus, for routers that report no next-hop MTU.
-_MTU_PLATEAUS = (32000, 17914, 8166, 4352, 2002, 1492, 1006, 508, 296, 68)
-_M32 = 0xFFFFFFFF
-_HALF = 1 << 31
-_UNREACH_ERRNO = {0: errno.ENETUNREACH, 1: errno.EHOSTUNREACH, 2: errno.ENOPROTOOPT,
-                  3: errno.ECONNREFUSED, 6: errno.ENETUNREACH, 7: errno.EHOSTUNREACH}
-
 #: States a normal stack exit closes with FIN (the application had not).
-_CLOSE_ON_EXIT = frozenset({TcpState.ESTABLISHED, TcpState.CLOSE_WAIT})
+_CLOSE_ON_EXIT = frozenset({ESTABLISHED, CLOSE_WAIT})
 #: States in which our FIN is sent or waits to be, not yet acknowledged.
-_CLOSING = frozenset({TcpState.FIN_WAIT_1, TcpState.CLOSING, TcpState.LAST_ACK})
+_CLOSING = frozenset({FIN_WAIT_1, CLOSING, LAST_ACK})
 
 
 def error_for(reason: str | None) -> OSError:
+    """The OSError a connection that failed for ``reason`` raises."""
     cls, code, text = _ERRORS.get(reason or "", (OSError, errno.EIO, f"connection failed ({reason})"))
     return cls(code, text)
 
 
 class TcpLayer:
-    """The stack's TCP: a table of connections and of listeners."""
+    """The stack's TCP: a table of connections and of listening endpoints."""
 
-    def __init__(self, stack: Stack, secret: bytes, *, max_connections: int = 65536):
-        self.stack = stack
+    def __init__(self, network: Any, stats: Stats, spawn: Callable, secret: bytes, *,
+                 max_connections: int = 65536):
+        self.network = network
+        self.stats = stats
+        self._spawn = spawn
         #: Settings new connections start from (each gets its own copy).
         self.config = TcpConfig()
         #: Bound on the connection table (every state, TIME-WAIT and
@@ -81,7 +73,7 @@ class TcpLayer:
         #: Sockets close_all() ends without a RST (FIN-WAIT-2 after a graceful close).
         self._quiet: set[TcpSocket] = set()
         self.connections: dict[tuple, TcpSocket] = {}
-        self.listeners: dict[tuple[IPAddress | None, int], Listener] = {}
+        self.listeners: dict[tuple[IPAddress | None, int], SynQueue] = {}
         self.isn = IsnGenerator(secret[:16], clock=trio.current_time)
         #: SYN cookies (RFC 4987 3.6), as Linux's tcp_syncookies: 0 never
         #: (SYNs beyond the SYN queue are dropped), 1 when a listener's SYN
@@ -89,27 +81,34 @@ class TcpLayer:
         #: for every SYN.
         self.syncookies = 1
         self.cookies = SynCookies(secret)
-        self.ports = EphemeralPortAllocator(secret=secret[16:], rng=stack._rng)
+        self.ports = EphemeralPortAllocator(secret=secret[16:])
+        network.register_transport(PROTO_TCP, self.input, icmp_error=self.icmp_error,
+                                   link_down=self.link_down)
 
     @staticmethod
     def route_mss(mtu: int) -> int:
         # RFC 9293 3.7.1: the MSS we announce is the MTU less the IP and TCP headers.
         return mtu - 40
 
+    def ts_offset(self, local, remote) -> int:
+        """A connection's timestamp clock offset: a keyed hash of its
+        addresses (RFC 7323 5.4; as Linux), the one SYN cookies use too."""
+        return self.cookies.ts_offset(local, remote)
+
     # --- input (plain call from the NIC task) ---------------------------------
 
-    def input(self, iface, ip, payload, quote, verify: bool, broadcast: bool) -> None:
+    def input(self, iface, ip, payload, raw, verify: bool, broadcast: bool) -> None:
         if broadcast:
             raise WireError("tcp.broadcast")  # RFC 1122 4.2.3.10
         header, data = parse_tcp(payload, ip.src, ip.dst, verify_checksum=verify)
-        stats = self.stack.stats
+        stats = self.stats
         stats["tcp.rx"] += 1
         key = (ip.dst, header.dst_port, ip.src, header.src_port)
         sock = self.connections.get(key)
         if sock is not None:
             flags = header.flags
-            if (flags & (SYN | ACK | RST) == SYN and sock.machine.state is TcpState.TIME_WAIT
-                    and self._listener_for(ip.dst, header.dst_port) is not None
+            if (flags & (SYN | ACK | RST) == SYN and sock.machine.state is TIME_WAIT
+                    and self.listener_for(ip.dst, header.dst_port) is not None
                     and sock.machine.accepts_syn_in_time_wait(header)):
                 # RFC 9293 3.10.7.4 (TIME-WAIT) / RFC 6191: a new incarnation.
                 sock.terminate()
@@ -120,20 +119,20 @@ class TcpLayer:
                 if not sock.deliver(header, data):
                     raise WireError("tcp.connection_queue_full")
                 return
-        listener = self._listener_for(ip.dst, header.dst_port)
+        listener = self.listener_for(ip.dst, header.dst_port)
         if listener is not None:
             kind = header.flags & (SYN | ACK | RST)
             if kind == SYN:
-                listener._on_syn(ip.dst, ip.src, header)
+                listener.on_syn(self, ip.dst, ip.src, header)
                 return
-            if kind == ACK and listener._on_ack(ip.dst, ip.src, header, data):
+            if kind == ACK and listener.on_ack(self, ip.dst, ip.src, header, data):
                 return  # a SYN cookie came back: a new connection
         if listener is None:
             stats["tcp.closed_port"] += 1
         self.send_reset(ip.dst, ip.src, header, len(data))
         raise WireError("tcp.no_connection")
 
-    def _listener_for(self, address: IPAddress, port: int) -> Listener | None:
+    def listener_for(self, address: IPAddress, port: int) -> SynQueue | None:
         return self.listeners.get((address, port)) or self.listeners.get((None, port))
 
     def send_reset(self, local_ip, remote_ip, header, payload_len: int) -> None:
@@ -141,14 +140,14 @@ class TcpLayer:
         if rst is None:
             return
         try:
-            path = self.stack.path_to(remote_ip)
+            path = self.network.path_to(remote_ip)
         except OSError:
             return
         segment = build_tcp(rst, b"", local_ip, remote_ip, compute_checksum=not path.offload)
-        self.stack.ip_send(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
-        self.stack.stats["tcp.tx_reset"] += 1
+        path.output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
+        self.stats["tcp.tx_reset"] += 1
 
-    def icmp_error(self, msg, quoted: bytes, inner: bytes) -> None:
+    def icmp_error(self, error: IcmpError) -> None:
         """An ICMP error quoting one of our segments (RFC 5927, RFC 1122
         4.2.3.9). It counts only if the quoted sequence number lies in
         SND.UNA..SND.NXT of a live connection (RFC 5927 4.1; else
@@ -160,56 +159,43 @@ class TcpLayer:
         other error on a synchronized connection is soft: recorded in its
         ``soft_error``, never fatal (RFC 5927 4.2). Source quench and
         redirects are ignored (RFC 6633)."""
-        stats = self.stack.stats
+        stats = self.stats
         stats["tcp.icmp_error"] += 1
-        kind = msg.type
-        if kind not in _ICMP_TCP_ERRORS or len(inner) < 8:
+        kind = error.kind
+        if kind == ErrorKind.OTHER:
             stats["tcp.icmp_ignored"] += 1
             return
-        try:
-            local_ip = IPv4Address(quoted[12:16])
-            remote_ip = IPv4Address(quoted[16:20])
-        except ValueError:
-            return
-        key = (local_ip, int.from_bytes(inner[0:2], "big"), remote_ip,
-               int.from_bytes(inner[2:4], "big"))
+        quoted = error.transport
+        key = (error.src, int.from_bytes(quoted[0:2], "big"), error.dst,
+               int.from_bytes(quoted[2:4], "big"))
         sock = self.connections.get(key)
         if sock is None:
             stats.drop("tcp.icmp_no_connection")
             return
         machine = sock.machine
-        seq = int.from_bytes(inner[4:8], "big")
         una = machine.snd_una
-        seq = una + (((seq - una + _HALF) & _M32) - _HALF)
+        seq = int.from_bytes(quoted[4:8], "big")
+        seq = una + (((seq - una + HALF) & M32) - HALF)
         if not una <= seq < machine.snd_max:
             stats.drop("tcp.icmp_out_of_window")  # RFC 5927 4.1: likely forged
             return
-        code = msg.code
-        now = trio.current_time()
-        if kind == _ICMP_DEST_UNREACHABLE and code == _UNREACH_FRAG_NEEDED:
-            mtu = msg.next_hop_mtu
-            length = int.from_bytes(quoted[2:4], "big")
-            if mtu == 0:  # an RFC 1191 5 router: guess the next plateau down
-                mtu = next((p for p in _MTU_PLATEAUS if p < length), 68)
-            if mtu >= length:
+        if kind == ErrorKind.PACKET_TOO_BIG:
+            if error.mtu >= error.quoted_length:
                 # RFC 5927 7.2: the quoted packet was no bigger than that.
                 stats.drop("tcp.icmp_bad_mtu")
                 return
-            if machine.on_path_mtu(mtu, now):
+            if sock.path_mtu(error.mtu):
                 stats["tcp.pmtu_lowered"] += 1
-                sock.flush()
             return
-        if machine.state is TcpState.SYN_SENT:
-            if kind != _ICMP_DEST_UNREACHABLE or self._connecting.get(key, 1) is not None:
+        if machine.state is SYN_SENT:
+            if kind != ErrorKind.UNREACHABLE or self._connecting.get(key, 1) is not None:
                 return
-            errno_ = _UNREACH_ERRNO.get(code, errno.EHOSTUNREACH)
-            self._connecting[key] = OSError(errno_, f"{os.strerror(errno_)} (ICMP type {kind} "
-                                                    f"code {code} from the network)")
+            self._connecting[key] = OSError(error.errno, error.describe_errno())
             sock.wake()
             return
-        if machine.on_icmp_error(kind, code, now):
+        spoofed_syn = error.unreachable_net_or_host or kind == ErrorKind.TIME_EXCEEDED
+        if sock.icmp_error(error.describe(), spoofed_syn):
             stats["tcp.icmp_embryo_dropped"] += 1
-            sock.flush()
         else:
             stats["tcp.icmp_soft_error"] += 1
 
@@ -217,33 +203,41 @@ class TcpLayer:
         """A link broke (its device vanished): connections that have no route
         left, or whose route used it, break now instead of retrying into
         nothing; their streams raise BrokenResourceError."""
-        now = trio.current_time()
         for sock in list(self.connections.values()):
             try:
-                gone = self.stack.path_to(sock.remote_ip).interface is iface
+                gone = self.network.path_to(sock.remote_ip).interface is iface
             except OSError:
                 gone = True
             if gone and not sock.machine.closed:
-                sock.machine.fail("unreachable", now)
-                self.stack.stats["tcp.broken_by_link_down"] += 1
-                sock.flush()
+                self.stats["tcp.broken_by_link_down"] += 1
+                sock.fail("unreachable")
 
     # --- connections ------------------------------------------------------------
 
-    def register(self, sock: TcpSocket) -> None:
-        self.connections[sock.key] = sock
-        self.stack._start_task(sock.run)
+    def start_socket(self, machine: TcpConnection, *,
+                     on_done: Callable[[TcpSocket], None] | None = None,
+                     on_established: Callable[[TcpSocket], None] | None = None) -> TcpSocket:
+        """Enter ``machine`` in the table and start its task. ``on_done``
+        runs (after the table forgets it) when the task ends."""
+        def done(sock: TcpSocket) -> None:
+            self._forget(sock)
+            if on_done is not None:
+                on_done(sock)
 
-    def forget(self, sock: TcpSocket) -> None:
+        key = (machine.local[0], machine.local[1], machine.remote[0], machine.remote[1])
+        sock = TcpSocket(machine, key, self.network, self.stats, done, on_established)
+        self.connections[key] = sock
+        self._spawn(sock.run)
+        return sock
+
+    def _forget(self, sock: TcpSocket) -> None:
         if self.connections.get(sock.key) is sock:
             del self.connections[sock.key]
-            machine = sock.machine
-            if not machine.closed and sock not in self._quiet:
+            if not sock.machine.closed and sock not in self._quiet:
                 # Its task ended with the connection open: cancelled from
                 # outside (a cancelled scope around the stack) or failed.
                 # Nobody serves it any more: reset it (nothing in TIME-WAIT).
-                machine.abort(trio.current_time())
-                sock.flush()
+                sock.abort()
 
     def port_in_use(self, local_ip, port: int, remote_ip=None, remote_port=None) -> bool:
         if (None, port) in self.listeners or (local_ip, port) in self.listeners:
@@ -252,15 +246,17 @@ class TcpLayer:
             return any(k[1] == port for k in self.connections)
         return (local_ip, port, remote_ip, remote_port) in self.connections
 
-    async def connect(self, host: Any, port: int, *, local_port: int | None = None) -> Stream:
-        from .stream import Stream
+    async def connect(self, host: Any, port: int, *, local_port: int | None = None) -> TcpSocket:
+        """Active open; returns the established connection's socket.
 
+        ConnectionRefusedError (ECONNREFUSED) on RST, TimeoutError (ETIMEDOUT)
+        when the SYNs go unanswered, OSError(ENETUNREACH) with no route."""
         dst = parse_address(host, "host")
         check_port(port, "port", allow_zero=False)
         if local_port is not None:
             check_port(local_port, "local_port")
         await trio.lowlevel.checkpoint_if_cancelled()
-        path = self.stack.path_to(dst)
+        path = self.network.path_to(dst)
         src = path.source
         if len(self.connections) >= self.max_connections:
             raise OSError(errno.ENOBUFS, f"too many connections ({self.max_connections}, "
@@ -272,12 +268,12 @@ class TcpLayer:
             local_port = self.ports.allocate(
                 src, dst, port, lambda p: self.port_in_use(src, p, dst, port))
         key = (src, local_port, dst, port)
-        now = trio.current_time()
-        machine = TcpConnection.connect((src, local_port), (dst, port),
-                                        self.isn.isn(src, local_port, dst, port),
-                                        self.config, now, mss=self.route_mss(path.mtu))
-        sock = TcpSocket(self, machine, key)
-        self.register(sock)
+        local, remote = (src, local_port), (dst, port)
+        machine = TcpConnection.connect(local, remote, self.isn.isn(src, local_port, dst, port),
+                                        self.config, trio.current_time(),
+                                        self.ts_offset(local, remote),
+                                        mss=self.route_mss(path.mtu))
+        sock = self.start_socket(machine)
         self._connecting[key] = None
         try:
             while not machine.established:
@@ -289,12 +285,38 @@ class TcpLayer:
                 await sock.wait_change()
         except BaseException:
             if not machine.closed:
-                machine.abort(trio.current_time())
-                sock.flush()  # CLOSED now: flush() ends the task
+                sock.abort()  # CLOSED now: its task ends
             raise
         finally:
             del self._connecting[key]
-        return Stream(sock)
+        return sock
+
+    def listen(self, port: int, address, backlog: int, *, accept: Callable[[TcpSocket], bool],
+               accept_queue_length: Callable[[], int], close: Callable[[], None]) -> SynQueue:
+        """A new listening endpoint on ``port`` (0: a free one) at
+        ``address`` (None: every address); OSError(EADDRINUSE) if taken."""
+        if port == 0:
+            port = self.ports.allocate(address, None, 0, lambda p: self.port_in_use(address, p))
+        elif self.port_in_use(address, port) if address is None else (
+                (address, port) in self.listeners or (None, port) in self.listeners):
+            raise OSError(errno.EADDRINUSE, f"TCP port {port} is in use")
+        queue = SynQueue(address, port, backlog, max(backlog, 128), accept=accept,
+                         accept_queue_length=accept_queue_length, close=close)
+        self.listeners[(address, port)] = queue
+        return queue
+
+    def unlisten(self, queue: SynQueue) -> None:
+        """Remove a listening endpoint; its handshakes in progress are reset."""
+        key = (queue.address, queue.port)
+        if self.listeners.get(key) is queue:
+            del self.listeners[key]
+        for sock in queue.embryo_sockets():
+            sock.abort()
+        queue.clear()
+
+    def close_listeners(self) -> None:
+        for queue in list(self.listeners.values()):
+            queue.close()
 
     async def close_gracefully(self, timeout: float) -> None:
         """The stack exits normally: close the listeners (connections nobody
@@ -304,14 +326,11 @@ class TcpLayer:
         TIME-WAIT or FIN-WAIT-2 (our data and FIN acknowledged). Handshakes
         in progress are not waited for. ``close_all`` then resets what is
         left."""
-        for listener in list(self.listeners.values()):
-            listener._close_now()
-        now = trio.current_time()
+        self.close_listeners()
         socks = list(self.connections.values())
         for sock in socks:
             if sock.machine.state in _CLOSE_ON_EXIT:
-                sock.machine.close(now)
-                sock.flush()
+                sock.close()
         with trio.move_on_after(timeout):
             for sock in socks:
                 while not sock.done and sock.machine.state in _CLOSING:
@@ -322,15 +341,24 @@ class TcpLayer:
         in TIME-WAIT and, after ``close_gracefully`` (``graceful``), in
         FIN-WAIT-2, where the peer has all our data and our FIN: those end
         silently."""
-        now = trio.current_time()
-        for listener in list(self.listeners.values()):
-            listener._close_now()
+        self.close_listeners()
         for sock in list(self.connections.values()):
             machine = sock.machine
-            if graceful and machine.state is TcpState.FIN_WAIT_2:
+            if graceful and machine.state is FIN_WAIT_2:
                 self._quiet.add(sock)  # forget() must not reset it
             elif not machine.closed:
-                machine.abort(now)
-                sock.flush()
+                sock.abort()
             sock.terminate()
             self._quiet.discard(sock)
+
+    # --- introspection ------------------------------------------------------------
+
+    def resources(self) -> dict[str, int]:
+        return {
+            "tcp_connections": len(self.connections),
+            "tcp_connecting": len(self._connecting),
+            "tcp_listeners": len(self.listeners),
+            "tcp_handshakes": sum(q.embryos for q in self.listeners.values()),
+            "tcp_accept_queue": sum(q.accept_queue_length() for q in self.listeners.values()),
+            "tcp_segments_queued": sum(s.queued_segments for s in self.connections.values()),
+        }

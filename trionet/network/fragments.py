@@ -1,11 +1,9 @@
 """IPv4 fragmentation and reassembly without I/O (RFC 791 3.2, RFC 815)."""
 
-from ipaddress import IPv4Address
-
 import attrs
 
-from .wire.errors import WireError
-from .wire.ipv4 import IPv4Header
+from ..wire.errors import WireError
+from ..wire.ipv4 import IPv4Header
 
 #: RFC 791 3.1: an option whose type has this bit is copied into every fragment.
 _OPTION_COPIED = 0x80
@@ -182,17 +180,3 @@ class Reassembler:
         for datagram in self._datagrams.values():
             return datagram.deadline
         return float("inf")
-
-
-def is_unicast_source(address: IPv4Address) -> bool:
-    """RFC 1122 3.2.1.3 / RFC 1812 5.3.7: a source that may be answered."""
-    # Not 0.0.0.0 and nothing from 224.0.0.0 up: multicast (224/4), reserved
-    # (240/4) and the limited broadcast.
-    return 0 < int(address) < 0xE0000000
-
-
-def is_acceptable_source(address: IPv4Address) -> bool:
-    """RFC 1122 3.2.1.3: a source a datagram for us may carry: a unicast
-    one, or 0.0.0.0 (a host learning its address, as DHCP)."""
-    return int(address) < 0xE0000000
-

@@ -1,0 +1,272 @@
+"""The Stack: one TCP/IP stack, its layers composed and its tasks run.
+
+``Stack`` makes each layer and hands it what it needs: the network layer
+(interfaces, routes, IPv4, ICMP) gets the stats and a seeded random source;
+UDP and TCP get the network layer, the stats, and (TCP) a spawn function and
+a secret. The stack's nursery runs the network layer's tasks and one task
+per TCP connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from contextlib import AsyncExitStack
+from typing import Any
+
+import trio
+
+from ..interface import ArpConfig, Interface
+from ..link.base import Link
+from ..network import NetworkLayer, Path, ReassemblyConfig, Route
+from ..stats import Stats
+from ..tcp.demux import TcpLayer
+from ..tcp.listener import Listener
+from ..tcp.stream import Stream
+from ..transport.ports import EphemeralPortAllocator
+from ..transport.udp import MAX_UDP_PAYLOAD, UdpLayer, UdpSocket
+from ..validate import (IPAddress, check_int, check_number, check_port, check_seconds,
+                        parse_address)
+
+log = logging.getLogger("trionet.stack")
+
+
+def _check_options(*, forwarding, arp, reassembly, icmp_error_rate, icmp_error_burst,
+                   udp_queue_size, close_timeout, max_connections) -> None:
+    """Stack(...) arguments: TypeError/ValueError naming the bad one."""
+    if not isinstance(forwarding, bool):
+        raise TypeError(f"forwarding must be a bool, not {type(forwarding).__name__}")
+    if arp is not None:
+        if not isinstance(arp, ArpConfig):
+            raise TypeError(f"arp must be a trionet.ArpConfig, not {type(arp).__name__}")
+        check_seconds(arp.timeout, "arp.timeout", positive=True)
+        check_seconds(arp.retry_interval, "arp.retry_interval", positive=True)
+        for name in ("max_tries", "max_pending_packets", "max_pending_hosts", "max_entries"):
+            check_int(getattr(arp, name), f"arp.{name}", 1)
+    if reassembly is not None:
+        if not isinstance(reassembly, ReassemblyConfig):
+            raise TypeError(f"reassembly must be a trionet.ReassemblyConfig, not "
+                            f"{type(reassembly).__name__}")
+        check_seconds(reassembly.timeout, "reassembly.timeout", positive=True)
+        check_int(reassembly.max_bytes, "reassembly.max_bytes", 0)
+        check_int(reassembly.max_fragments, "reassembly.max_fragments", 1)
+    rate = check_number(icmp_error_rate, "icmp_error_rate")
+    if not 0 <= rate < math.inf:
+        raise ValueError(f"icmp_error_rate must be a finite number >= 0 (errors a second), "
+                         f"not {icmp_error_rate}")
+    check_int(icmp_error_burst, "icmp_error_burst", 0)
+    check_int(udp_queue_size, "udp_queue_size", 1)
+    check_seconds(close_timeout, "close_timeout")
+    check_int(max_connections, "max_connections", 1)
+
+
+class Stack:
+    """A TCP/IP stack. ``async with Stack() as stack:`` runs every task of
+    it (NICs, ARP resolvers, timers, connections) in its own nursery.
+
+    Many stacks can live in one process; they share nothing. ``seed`` makes
+    everything random repeatable: MACs, ports, ISNs, timestamp offsets,
+    SYN-cookie secrets, IP and ping identifiers.
+    """
+
+    def __init__(self, *, forwarding: bool = False, arp: ArpConfig | None = None,
+                 reassembly: ReassemblyConfig | None = None, icmp_error_rate: float = 1000.0,
+                 icmp_error_burst: int = 50, udp_queue_size: int = 256, seed: int | None = None,
+                 close_timeout: float = 2.0, max_connections: int = 65536,
+                 stats: Stats | None = None):
+        _check_options(forwarding=forwarding, arp=arp, reassembly=reassembly,
+                       icmp_error_rate=icmp_error_rate, icmp_error_burst=icmp_error_burst,
+                       udp_queue_size=udp_queue_size, close_timeout=close_timeout,
+                       max_connections=max_connections)
+        if stats is not None and not isinstance(stats, Stats):
+            raise TypeError(f"stats must be a trionet.Stats, not {type(stats).__name__}")
+        #: Counters of what the stack received, sent and dropped (pass
+        #: ``stats=`` to count into a Stats of your own).
+        self.stats = stats if stats is not None else Stats()
+        #: Seconds a normal exit of ``async with`` waits for connections to
+        #: close with FIN before it resets what is left.
+        self.close_timeout = float(close_timeout)
+        rng = random.Random(seed)
+        secret = rng.randbytes(32)
+        #: The network layer: interfaces, routes, IPv4, ICMP.
+        self.network = NetworkLayer(self.stats, rng, forwarding=forwarding, arp=arp,
+                                    reassembly=reassembly, icmp_error_rate=icmp_error_rate,
+                                    icmp_error_burst=icmp_error_burst)
+        self.udp = UdpLayer(self.network, self.stats,
+                            EphemeralPortAllocator(secret=rng.randbytes(32)),
+                            queue_size=udp_queue_size)
+        #: TCP: connections, listeners, and the defaults new connections copy
+        #: (``stack.tcp.config``).
+        self.tcp = TcpLayer(self.network, self.stats, self._spawn, secret,
+                            max_connections=max_connections)
+        self._nursery: trio.Nursery | None = None
+        self._exit_stack: AsyncExitStack | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else ("closed" if self._closed else "not started")
+        return f"<trionet.Stack {len(self.interfaces)} interfaces, {state}>"
+
+    # --- lifecycle --------------------------------------------------------
+
+    async def __aenter__(self) -> Stack:
+        if self._exit_stack is not None or self._closed:
+            raise RuntimeError("a Stack can be entered only once")
+        self._exit_stack = AsyncExitStack()
+        await self._exit_stack.__aenter__()
+        try:
+            self._nursery = await self._exit_stack.enter_async_context(trio.open_nursery())
+            await self._nursery.start(self.network.run)
+        except BaseException as exc:
+            await self._exit_stack.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+        return self
+
+    async def __aexit__(self, exc_type, exc, tb) -> bool:
+        try:
+            graceful = False
+            try:
+                # A normal exit (no exception, not cancelled) closes every
+                # connection with FIN and waits up to close_timeout for them
+                # to finish; an exit by exception or cancellation resets them
+                # at once. Either way close_all() resets what is left.
+                if (exc_type is None and self.close_timeout > 0
+                        and trio.current_effective_deadline() != -math.inf):
+                    await self.tcp.close_gracefully(self.close_timeout)
+                    graceful = True
+            finally:
+                self.tcp.close_all(graceful=graceful)
+                self._nursery.cancel_scope.cancel()
+                # The body's own exception propagates as it is, not wrapped in the
+                # nursery's ExceptionGroup; only our tasks' failures are raised here.
+                await self._exit_stack.__aexit__(None, None, None)
+            return False
+        finally:
+            self._closed = True
+            self._nursery = None
+            self.udp.close_all()
+            with trio.CancelScope(shield=True):
+                await self.network.aclose()
+
+    @property
+    def running(self) -> bool:
+        return self._nursery is not None
+
+    def _spawn(self, fn, *args) -> None:
+        self._check_running()
+        self._nursery.start_soon(fn, *args)
+
+    def _check_running(self) -> None:
+        if self._nursery is None:
+            raise RuntimeError("the stack is not running: use 'async with Stack() as stack:'")
+
+    # --- configuration and routing ----------------------------------------------
+
+    @property
+    def interfaces(self) -> list[Interface]:
+        return self.network.interfaces
+
+    @property
+    def routes(self):
+        return self.network.routes
+
+    @property
+    def forwarding(self) -> bool:
+        """Whether datagrams for others are routed on (RFC 1812)."""
+        return self.network.forwarding
+
+    @forwarding.setter
+    def forwarding(self, value: bool) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"forwarding must be a bool, not {type(value).__name__}")
+        self.network.forwarding = value
+
+    def add_interface(self, link: Link, address: Any, *, gateway: Any = None,
+                      mac: bytes | str | None = None, name: str | None = None) -> Interface:
+        """Attach ``link`` with ``address`` ("10.0.0.2/24"); a connected route
+        to its network is added, and a default route via ``gateway`` if given."""
+        return self.network.add_interface(link, address, gateway=gateway, mac=mac, name=name)
+
+    def add_route(self, network: Any, *, gateway: Any = None, interface: Interface | None = None,
+                  metric: int = 0) -> Route:
+        """Route ``network`` via ``gateway`` (or directly on ``interface``)."""
+        return self.network.add_route(network, gateway=gateway, interface=interface,
+                                      metric=metric)
+
+    def path_to(self, dst: IPAddress) -> Path:
+        """The interface, next hop and source address for ``dst``;
+        OSError(ENETUNREACH) when no route leads there."""
+        return self.network.path_to(dst)
+
+    def is_local_address(self, address: IPAddress) -> bool:
+        return self.network.is_local_address(address)
+
+    def tasks(self) -> list[trio.lowlevel.Task]:
+        """Every task the stack runs (at any depth), for introspection."""
+        found = []
+        pending = [self._nursery] if self._nursery is not None else []
+        while pending:
+            for task in pending.pop().child_tasks:
+                found.append(task)
+                pending.extend(task.child_nurseries)
+        return found
+
+    def resources(self) -> dict[str, int]:
+        """What the stack holds right now, counted: tasks, connections,
+        listeners, sockets, queues and reassembly memory (read-only; for
+        tests and monitoring)."""
+        counts = {"tasks": len(self.tasks())}
+        counts.update(self.network.resources())
+        counts["udp_sockets"] = len(self.udp.sockets)
+        counts.update(self.tcp.resources())
+        return counts
+
+    # --- ICMP -----------------------------------------------------------------
+
+    async def ping(self, host: Any, *, size: int = 56, timeout: float = 1.0,
+                   ttl: int = 64) -> float:
+        """Send one ICMP echo request of ``size`` data bytes with ``ttl``;
+        return the round trip in seconds. TimeoutError without a reply;
+        OSError when an ICMP error comes back."""
+        dst = parse_address(host, "host")
+        check_int(size, "size", 0, MAX_UDP_PAYLOAD)
+        check_seconds(timeout, "timeout", positive=True, allow_inf=True)
+        check_int(ttl, "ttl", 1, 255)
+        self._check_running()
+        return await self.network.ping(dst, size, timeout, ttl)
+
+    # --- UDP ----------------------------------------------------------------
+
+    async def open_udp_socket(self, local_port: int = 0, *, local_address: Any = None) -> UdpSocket:
+        """A UDP socket bound to ``local_port`` (0: a random free port)."""
+        return await self.udp.open(local_port, local_address)
+
+    # --- TCP ---------------------------------------------------------------------
+
+    async def open_tcp_stream(self, host: Any, port: int, *, local_port: int | None = None) -> Stream:
+        """Connect to ``(host, port)``; returns a ``trionet.Stream``.
+
+        ConnectionRefusedError (ECONNREFUSED) on RST, TimeoutError (ETIMEDOUT)
+        when the SYNs go unanswered, OSError(ENETUNREACH) with no route."""
+        self._check_running()
+        return Stream(await self.tcp.connect(host, port, local_port=local_port))
+
+    async def open_tcp_listeners(self, port: int, *, host: Any = None,
+                                 backlog: int | None = None) -> list[Listener]:
+        """A list with one ``trionet.Listener`` on ``port`` (0: a free port),
+        on ``host`` or on every address of the stack."""
+        self._check_running()
+        check_port(port, "port")
+        address = self.network.bind_address(host, "host")
+        await trio.lowlevel.checkpoint()
+        return [Listener(self.tcp, port, address, backlog)]
+
+    async def serve_tcp(self, handler, port: int, *, host: Any = None, backlog: int | None = None,
+                        handler_nursery: trio.Nursery | None = None,
+                        task_status=trio.TASK_STATUS_IGNORED) -> None:
+        """As ``trio.serve_tcp``: accept forever, one ``handler(stream)`` task
+        per connection."""
+        listeners = await self.open_tcp_listeners(port, host=host, backlog=backlog)
+        await trio.serve_listeners(handler, listeners, handler_nursery=handler_nursery,
+                                   task_status=task_status)

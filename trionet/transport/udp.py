@@ -1,0 +1,149 @@
+"""UDP (RFC 768, RFC 1122 4.1): the stack's UDP demultiplexing and its sockets."""
+
+from __future__ import annotations
+
+import errno
+from typing import Any
+
+import trio
+
+from ..stats import Stats
+from ..validate import IPAddress, check_port, parse_address
+from ..wire.errors import WireError
+from ..wire.ipv4 import PROTO_UDP
+from ..wire.udp import build_udp, parse_udp
+from .ports import EphemeralPortAllocator
+
+#: IPv4 maximum minus the IPv4 and UDP headers.
+MAX_UDP_PAYLOAD = 65535 - 20 - 8
+
+
+class UdpLayer:
+    """Sockets by (local address or None for "any", port); registers itself
+    with the network layer it is given."""
+
+    def __init__(self, network: Any, stats: Stats, ports: EphemeralPortAllocator, *,
+                 queue_size: int):
+        self.network = network
+        self.stats = stats
+        self.ports = ports
+        self.queue_size = queue_size
+        self.sockets: dict[tuple[IPAddress | None, int], UdpSocket] = {}
+        network.register_transport(PROTO_UDP, self.input)
+
+    async def open(self, local_port: int = 0, local_address: Any = None) -> UdpSocket:
+        check_port(local_port, "local_port")
+        address = self.network.bind_address(local_address, "local_address")
+        await trio.lowlevel.checkpoint()
+        sockets = self.sockets
+        if local_port == 0:
+            used = {port for _, port in sockets}
+            local_port = self.ports.allocate(address, None, 0, used.__contains__)
+        elif (address, local_port) in sockets or (None, local_port) in sockets or (
+                address is None and any(p == local_port for _, p in sockets)):
+            raise OSError(errno.EADDRINUSE, f"UDP port {local_port} is in use")
+        sock = UdpSocket(self, address, local_port, self.queue_size)
+        sockets[(address, local_port)] = sock
+        return sock
+
+    def unbind(self, sock: UdpSocket) -> None:
+        key = (sock.bound_address, sock.local_port)
+        if self.sockets.get(key) is sock:
+            del self.sockets[key]
+
+    def close_all(self) -> None:
+        for sock in list(self.sockets.values()):
+            sock.close()
+
+    def input(self, iface, header, payload, raw, verify: bool, broadcast: bool) -> None:
+        udp, data = parse_udp(payload, header.src, header.dst, verify_checksum=verify)
+        self.stats["udp.rx"] += 1
+        sockets = self.sockets
+        sock = sockets.get((header.dst, udp.dst_port)) or sockets.get((None, udp.dst_port))
+        if sock is None:
+            if not broadcast:
+                self.network.port_unreachable(raw)
+            raise WireError("udp.no_socket")
+        if not sock.deliver(bytes(data), header.src, udp.src_port):
+            raise WireError("udp.receive_queue_full")
+
+    def output(self, local_ip, local_port: int, dst: IPAddress, dst_port: int, data: bytes) -> None:
+        path = self.network.path_to(dst)
+        src = local_ip if local_ip is not None else path.source
+        datagram = build_udp(local_port, dst_port, data, src, dst, compute_checksum=not path.offload)
+        path.output(path, src, dst, PROTO_UDP, datagram)
+        self.stats["udp.tx"] += 1
+
+
+class UdpSocket:
+    """A bound UDP endpoint: ``sendto``/``recvfrom`` datagrams.
+
+    Received datagrams wait in a bounded queue; when it is full further ones
+    are dropped and counted (``stack.stats["drop.udp.receive_queue_full"]``).
+    """
+
+    def __init__(self, layer: UdpLayer, local_address: IPAddress | None, local_port: int,
+                 queue_size: int):
+        self._layer = layer
+        #: The address bound to, None for every address of the stack.
+        self.bound_address = local_address
+        self.local_port = local_port
+        self._send_channel, self._receive_channel = trio.open_memory_channel(queue_size)
+        self._closed = False
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        address = self.bound_address
+        return (str(address) if address is not None else "0.0.0.0", self.local_port)
+
+    def deliver(self, payload: bytes, src: IPAddress, src_port: int) -> bool:
+        """Queue a received datagram; False when the queue is full."""
+        try:
+            self._send_channel.send_nowait((payload, (str(src), src_port)))
+            return True
+        except trio.WouldBlock:
+            return False
+
+    async def sendto(self, data, address: tuple[Any, int]) -> None:
+        """Send one datagram. OSError(ENETUNREACH) when no route, EMSGSIZE
+        when too long for IPv4."""
+        if self._closed:
+            raise trio.ClosedResourceError("UDP socket is closed")
+        if not isinstance(address, (tuple, list)) or len(address) != 2:
+            raise TypeError(f"address must be a (host, port) pair, not {address!r}")
+        host, port = address
+        dst = parse_address(host, "address")
+        check_port(port, "port", allow_zero=False)
+        if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        data = bytes(data)
+        if len(data) > MAX_UDP_PAYLOAD:
+            raise OSError(errno.EMSGSIZE, f"datagram of {len(data)} bytes is too long")
+        await trio.lowlevel.checkpoint()
+        self._layer.output(self.bound_address, self.local_port, dst, port, data)
+
+    async def recvfrom(self) -> tuple[bytes, tuple[str, int]]:
+        """The next datagram and its sender ``(host, port)``."""
+        if self._closed:
+            raise trio.ClosedResourceError("UDP socket is closed")
+        try:
+            return await self._receive_channel.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise trio.ClosedResourceError("UDP socket is closed") from None
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._layer.unbind(self)
+            self._receive_channel.close()
+            self._send_channel.close()
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
