@@ -20,6 +20,7 @@ from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 import trio
+import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -485,6 +486,95 @@ async def case_loss_goodput(p: dict) -> dict:
     return {"metrics": metrics, "info": info}
 
 
+async def case_sim_transfer(p: dict) -> dict:
+    """trionet.testing.Network in virtual time: one host sends to another for
+    p["sim_seconds"] simulated seconds over a path with 10 ms latency, 1%
+    loss and p["bandwidth"] bytes/s; how much wall time that costs."""
+    from trionet.testing import Network
+
+    wall_start = time.perf_counter()
+    cpu_start = cpu_seconds()
+    received = 0
+    async with Network(seed=SEED, latency=0.01, loss=0.01, bandwidth=p["bandwidth"]) as net:
+        sender, receiver = net.add_host("sender"), net.add_host("receiver")
+
+        async def sink(stream):
+            nonlocal received
+            async for chunk in stream:
+                received += len(chunk)
+
+        async with trio.open_nursery() as nursery:
+            await nursery.start(receiver.run, trio.serve_tcp, sink, 5001)
+
+            async def send():
+                stream = await trio.open_tcp_stream("receiver", 5001)
+                block = b"x" * 65536
+                with trio.move_on_at(trio.current_time() + p["sim_seconds"]):
+                    while True:
+                        await stream.send_all(block)
+            sim_start = trio.current_time()
+            with PROFILING.measured():
+                await sender.run(send)
+            simulated = trio.current_time() - sim_start
+            info = {"retransmits": sum(s.machine.retransmits for s in
+                                       sender.stack.tcp.connections.values()),
+                    "frames": dict(net.switch.ports["sender"].stats)}
+            nursery.cancel_scope.cancel()
+    wall = time.perf_counter() - wall_start
+    return {"metrics": {"wall_seconds": wall, "sim_per_wall": simulated / wall,
+                        "goodput_mbps": received / simulated / 1e6},
+            "info": {"simulated_seconds": simulated, "received_bytes": received,
+                     "cpu_seconds": cpu_seconds() - cpu_start, **info}}
+
+
+async def case_sim_hosts(p: dict) -> dict:
+    """p["hosts"] hosts on one simulated LAN (1 ms latency), each echoing
+    p["size"] bytes through its right-hand neighbour, all at once; wall
+    time and frames switched."""
+    from trionet.testing import Network
+
+    wall_start = time.perf_counter()
+    count = p["hosts"]
+    ok = 0
+    async with Network(seed=SEED, latency=0.001) as net:
+        hosts = [net.add_host(f"h{i}") for i in range(count)]
+        data = cyclic_block(SEED)[:p["size"]] if p["size"] <= BLOCK_SIZE else \
+            bytes(p["size"])
+        async with trio.open_nursery() as nursery:
+            for host in hosts:
+                await nursery.start(host.run, trio.serve_tcp, echo_handler, 7)
+
+            async def talk(i):
+                nonlocal ok
+                stream = await trio.open_tcp_stream(f"h{(i + 1) % count}", 7)
+                async with stream:
+                    await stream.send_all(data)
+                    await stream.send_eof()
+                    got = bytearray()
+                    async for chunk in stream:
+                        got += chunk
+                if got == data:
+                    ok += 1
+
+            sim_start = trio.current_time()
+            with PROFILING.measured():
+                async with trio.open_nursery() as talkers:
+                    for i, host in enumerate(hosts):
+                        talkers.start_soon(host.run, talk, i)
+            simulated = trio.current_time() - sim_start
+            frames = sum(port.stats["tx_frames"] for port in net.switch.ports.values())
+            nursery.cancel_scope.cancel()
+    wall = time.perf_counter() - wall_start
+    if ok != count:
+        raise RuntimeError(f"only {ok} of {count} echoes came back whole")
+    return {"metrics": {"wall_seconds": wall, "frames_per_s": frames / wall},
+            "info": {"simulated_seconds": simulated, "frames": frames, "echoes": ok}}
+
+
+case_sim_transfer.virtual_time = True
+case_sim_hosts.virtual_time = True
+
+
 CASES = {
     "reference": case_reference,
     "tap_bulk_in": case_tap_bulk_in,
@@ -499,6 +589,8 @@ CASES = {
     "cable_bulk": case_cable_bulk,
     "loopback_bulk": case_loopback_bulk,
     "loss_goodput": case_loss_goodput,
+    "sim_transfer": case_sim_transfer,
+    "sim_100_hosts": case_sim_hosts,
 }
 
 
@@ -619,18 +711,23 @@ def main(argv: list[str]) -> int:
 
 
 def run_case(name: str, fn, params: dict, profile: str | None) -> dict:
+    def run():
+        if getattr(fn, "virtual_time", False):  # a simulated network: autojump clock
+            return trio.run(fn, params, clock=trio.testing.MockClock(autojump_threshold=0))
+        return trio.run(fn, params)
+
     if profile:
         import cProfile
         PROFILING.profiler = cProfile.Profile()
-        result = trio.run(fn, params)
+        result = run()
         scope = "the measured transfer only (setup excluded)"
         if not PROFILING.used:  # the case marks no section: profile it all
             PROFILING.profiler = prof = cProfile.Profile()
-            result = prof.runcall(trio.run, fn, params)
+            result = prof.runcall(run)
             scope = "the whole case, setup included"
         Path(profile).write_text(profile_report(name, PROFILING.profiler, scope))
         return result
-    return trio.run(fn, params)
+    return run()
 
 
 if __name__ == "__main__":

@@ -52,6 +52,10 @@ CASES = {
     "cable_bulk": (False, "trionet <-> trionet in one process over virtual_cable (MTU 1500)"),
     "loopback_bulk": (False, "trionet -> trionet, one stack, LoopbackLink at 127.0.0.1"),
     "loss_goodput": (False, "goodput over virtual_cable with 0/1/5% random loss each way"),
+    "sim_transfer": (False, "trionet.testing.Network, virtual time: a minute of a 1%-loss "
+                            "transfer between two hosts (10 ms, 1 MB/s)"),
+    "sim_100_hosts": (False, "trionet.testing.Network, virtual time: 100 hosts each echoing "
+                             "100 KB through its neighbour, all at once"),
 }
 
 #: Parameters per case: (full run, --quick). ``timeout`` bounds one run.
@@ -84,6 +88,10 @@ PARAMS = {
     "loopback_bulk": ({"size": 200 * MB, "timeout": 120}, {"size": 8 * MB, "timeout": 60}),
     "loss_goodput": ({"size": 10 * MB, "latency": 0.0, "timeout": 120},
                      {"size": 1 * MB, "latency": 0.0, "timeout": 60}),
+    "sim_transfer": ({"sim_seconds": 60.0, "bandwidth": 1_000_000, "timeout": 300},
+                     {"sim_seconds": 5.0, "bandwidth": 1_000_000, "timeout": 60}),
+    "sim_100_hosts": ({"hosts": 100, "size": 100_000, "timeout": 300},
+                      {"hosts": 10, "size": 20_000, "timeout": 60}),
 }
 
 #: What each case reports: metric -> (label, unit, higher is better,
@@ -130,6 +138,15 @@ METRICS = {
         "loss5_mbps": ("goodput, 5% loss", "MB/s", True, None),
         "loss1_ratio": ("1% loss / lossless", "", True, None),
         "loss5_ratio": ("5% loss / lossless", "", True, None),
+    },
+    "sim_transfer": {
+        "wall_seconds": ("wall time for 60 simulated seconds", "s", False, None),
+        "sim_per_wall": ("simulated seconds per wall second", "", True, None),
+        "goodput_mbps": ("simulated goodput (1 MB/s path, 1% loss)", "MB/s", True, None),
+    },
+    "sim_100_hosts": {
+        "wall_seconds": ("wall time, 100 hosts x 100 KB echo", "s", False, None),
+        "frames_per_s": ("frames switched per wall second", "1/s", True, None),
     },
 }
 

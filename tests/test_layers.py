@@ -26,6 +26,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("network", ("trionet.network",)),
     ("transport", ("trionet.transport", "trionet.tcp")),
     ("api", ("trionet.api",)),
+    ("testing", ("trionet.testing",)),
+    ("tools", ("trionet.plot",)),
     ("package", ("=trionet",)),
 ]
 

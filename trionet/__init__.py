@@ -29,6 +29,7 @@ _EXPORTS = {
     "UdpSocket": "trionet.transport.udp",
     "UdpTunnelLink": "trionet.link.tunnel",
     "virtual_cable": "trionet.link.cable",
+    "use_stack": "trionet.api.sockets",
 }
 
 __all__ = sorted(_EXPORTS)

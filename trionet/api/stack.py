@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import math
 import random
+import socket
 from contextlib import AsyncExitStack
 from typing import Any
 
@@ -28,6 +29,8 @@ from ..transport.ports import EphemeralPortAllocator
 from ..transport.udp import MAX_UDP_PAYLOAD, UdpLayer, UdpSocket
 from ..validate import (IPAddress, check_int, check_number, check_port, check_seconds,
                         parse_address)
+from . import names
+from .names import HostsTable
 
 log = logging.getLogger("trionet.stack")
 
@@ -74,11 +77,15 @@ class Stack:
                  reassembly: ReassemblyConfig | None = None, icmp_error_rate: float = 1000.0,
                  icmp_error_burst: int = 50, udp_queue_size: int = 256, seed: int | None = None,
                  close_timeout: float = 2.0, max_connections: int = 65536,
-                 stats: Stats | None = None):
+                 stats: Stats | None = None, name: str | None = None):
         _check_options(forwarding=forwarding, arp=arp, reassembly=reassembly,
                        icmp_error_rate=icmp_error_rate, icmp_error_burst=icmp_error_burst,
                        udp_queue_size=udp_queue_size, close_timeout=close_timeout,
                        max_connections=max_connections)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"name must be a str, not {type(name).__name__}")
+        #: A name for logs (the host's, in a simulated network).
+        self.name = name
         if stats is not None and not isinstance(stats, Stats):
             raise TypeError(f"stats must be a trionet.Stats, not {type(stats).__name__}")
         #: Counters of what the stack received, sent and dropped (pass
@@ -99,14 +106,18 @@ class Stack:
         #: TCP: connections, listeners, and the defaults new connections copy
         #: (``stack.tcp.config``).
         self.tcp = TcpLayer(self.network, self.stats, self._spawn, secret,
-                            max_connections=max_connections)
+                            max_connections=max_connections, name=name)
+        #: Static names -> addresses (``stack.hosts["db"] = ["10.0.0.5"]``),
+        #: asked first by ``getaddrinfo`` (and so by Trio inside ``use_stack``).
+        self.hosts = HostsTable()
         self._nursery: trio.Nursery | None = None
         self._exit_stack: AsyncExitStack | None = None
         self._closed = False
 
     def __repr__(self) -> str:
         state = "running" if self.running else ("closed" if self._closed else "not started")
-        return f"<trionet.Stack {len(self.interfaces)} interfaces, {state}>"
+        name = f" {self.name}" if self.name else ""
+        return f"<trionet.Stack{name} {len(self.interfaces)} interfaces, {state}>"
 
     # --- lifecycle --------------------------------------------------------
 
@@ -221,6 +232,23 @@ class Stack:
         counts["udp_sockets"] = len(self.udp.sockets)
         counts.update(self.tcp.resources())
         return counts
+
+    # --- names -----------------------------------------------------------------
+
+    async def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0,
+                          proto: int = 0, flags: int = 0) -> list[tuple]:
+        """What ``socket.getaddrinfo`` would return, answered by this stack:
+        numeric hosts as they are, names from ``stack.hosts``;
+        ``socket.gaierror`` (EAI_NONAME) for a name it does not know."""
+        return await names.getaddrinfo(self, host, port, family, type, proto, flags)
+
+    async def getnameinfo(self, sockaddr: tuple, flags: int = 0) -> tuple[str, str]:
+        """What ``socket.getnameinfo`` would return, from ``stack.hosts``."""
+        return await names.getnameinfo(self, sockaddr, flags)
+
+    def socket_families(self) -> frozenset[int]:
+        """The address families this stack has sockets for (``use_stack``)."""
+        return frozenset({socket.AF_INET})
 
     # --- ICMP -----------------------------------------------------------------
 

@@ -1,10 +1,11 @@
 """Links: whole Ethernet frames in and out (TAP, loopback, in-memory cable,
-Ethernet over UDP, and a pcap-writing wrapper)."""
+an in-memory switch, Ethernet over UDP, and a pcap-writing wrapper)."""
 
 from .base import Link
 from .cable import CableEnd, virtual_cable
-from .capture import Capture, read_pcap
+from .capture import Capture, PcapWriter, read_pcap
 from .loopback import LoopbackLink
+from .switch import Switch, SwitchPort
 from .tap import TapLink
 from .tunnel import UdpTunnelLink
 
@@ -16,5 +17,8 @@ __all__ = [
     "TapLink",
     "UdpTunnelLink",
     "Capture",
+    "PcapWriter",
     "read_pcap",
+    "Switch",
+    "SwitchPort",
 ]

@@ -6,15 +6,13 @@ it is due and pushes it onto the peer's heap; ``receive_batch`` takes what is
 due and otherwise sleeps until the earliest due time or a new frame.
 """
 
-import heapq
-import math
 import random
 import secrets
 
 import trio
 
 from ..validate import check_int, check_probability, check_seconds
-from .base import Link
+from .delayed import DelayedLink
 
 _ETH_HEADER = 14
 
@@ -28,7 +26,7 @@ class _Wire:
         self.unplugged = False
 
 
-class CableEnd(Link):
+class CableEnd(DelayedLink):
     """One end of a :func:`virtual_cable`.
 
     Impairments apply to frames *sent* from this end and may be changed at
@@ -182,59 +180,13 @@ class CableEnd(Link):
             deliver_at += self.reorder_delay
             stats["tx_reordered"] += 1
         seq = peer._seq
-        entry = (deliver_at, seq, frame)
-        heapq.heappush(heap, entry)
+        peer._push((deliver_at, seq, frame))
         if self._duplicate and rng.random() < self._duplicate and len(heap) < peer.capacity:
             seq += 1
-            heapq.heappush(heap, (deliver_at, seq, frame))
+            peer._push((deliver_at, seq, frame))
             stats["tx_duplicated"] += 1
         peer._seq = seq + 1
         stats["tx_frames"] += 1
-        # Wake the receiver only if its wake-up time moved earlier.
-        if heap[0] is entry and peer._lot:
-            peer._lot.unpark()
-
-    async def receive_batch(self, max_frames: int = 64) -> list[bytes]:
-        if max_frames < 1:
-            raise ValueError(f"max_frames must be at least 1, got {max_frames!r}")
-        if self._closed:
-            raise trio.ClosedResourceError("cable end was closed")
-        heap = self._heap
-        if heap and heap[0][0] <= trio.current_time():
-            # One checkpoint per batch: cancel point first (so no frame is
-            # lost to a cancellation), then a schedule point after taking.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            batch = self._take(max_frames)
-            await trio.lowlevel.cancel_shielded_checkpoint()
-            if batch:
-                return batch
-        while True:
-            deadline = heap[0][0] if heap else math.inf
-            with trio.move_on_at(deadline):
-                await self._lot.park()
-            if self._closed:
-                raise trio.ClosedResourceError("cable end was closed")
-            if heap and heap[0][0] <= trio.current_time():
-                batch = self._take(max_frames)
-                if batch:
-                    return batch
-
-    def _take(self, max_frames: int) -> list[bytes]:
-        heap = self._heap
-        now = trio.current_time()
-        pop = heapq.heappop
-        batch = []
-        while heap and heap[0][0] <= now and len(batch) < max_frames:
-            batch.append(pop(heap)[2])
-        self.stats["rx_frames"] += len(batch)
-        return batch
-
-    async def aclose(self) -> None:
-        if not self._closed:
-            self._closed = True
-            self._heap.clear()
-            self._lot.unpark_all()
-        await trio.lowlevel.checkpoint()
 
 
 def virtual_cable(*, mtu: int = 1500, latency: float = 0.0, loss: float = 0.0,

@@ -16,6 +16,68 @@ _GLOBAL = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
 
 
+class PcapWriter:
+    """Frames to a pcap file (a path, or a binary file object opened for
+    writing), stamped with the wall clock or with ``clock()`` seconds;
+    frames longer than ``snaplen`` are cut in the file. Flushed by
+    ``flush()``; ``close()`` closes a file it opened."""
+
+    __slots__ = ("snaplen", "_clock", "_file", "_owns_file", "closed")
+
+    def __init__(self, file, *, snaplen: int = 262144,
+                 clock: Callable[[], float] | None = None) -> None:
+        if snaplen < 1:
+            raise ValueError(f"snaplen must be positive, got {snaplen!r}")
+        self.snaplen = snaplen
+        self._clock = clock
+        if isinstance(file, (str, bytes, os.PathLike)):
+            self._file = open(file, "wb")
+            self._owns_file = True
+        elif hasattr(file, "write"):
+            self._file = file
+            self._owns_file = False
+        else:
+            raise TypeError(f"file must be a path or a binary file object, got {file!r}")
+        self.closed = False
+        try:
+            self._file.write(_GLOBAL.pack(_MAGIC, 2, 4, 0, 0, snaplen, _LINKTYPE_ETHERNET))
+            self._file.flush()
+        except BaseException:
+            if self._owns_file:
+                self._file.close()
+            raise
+
+    def write(self, frame) -> None:
+        """Record one frame (nothing once closed)."""
+        if self.closed:
+            return
+        if self._clock is None:
+            seconds, ns = divmod(time.time_ns(), 1_000_000_000)
+        else:
+            seconds, ns = divmod(round(self._clock() * 1e9), 1_000_000_000)
+        length = len(frame)
+        write = self._file.write
+        if length > self.snaplen:
+            write(_RECORD.pack(seconds, ns // 1000, self.snaplen, length))
+            write(frame[:self.snaplen])
+        else:
+            write(_RECORD.pack(seconds, ns // 1000, length, length))
+            write(frame)
+
+    def flush(self) -> None:
+        if not self.closed:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self._owns_file:
+            self._file.close()
+        else:
+            self._file.flush()
+
+
 class Capture(Link):
     """Wraps ``link`` and writes every frame sent and received to ``file``
     (a path, or a binary file object opened for writing) as pcap.
@@ -37,38 +99,23 @@ class Capture(Link):
     up to 64 KB, before the kernel cuts it (as tcpdump shows a NIC's offloads).
     """
 
-    __slots__ = ("inner", "stats", "snaplen", "_clock", "_file", "_owns_file", "_closed")
+    __slots__ = ("inner", "stats", "_writer")
 
     def __init__(self, link: Link, file, *, snaplen: int = 262144,
                  clock: Callable[[], float] | None = None) -> None:
         # Not calling Link.__init__: the counter is the inner link's.
         if not isinstance(link, Link):
             raise TypeError(f"Capture wraps a Link, got {type(link).__name__}")
-        if snaplen < 1:
-            raise ValueError(f"snaplen must be positive, got {snaplen!r}")
+        self._writer = PcapWriter(file, snaplen=snaplen, clock=clock)
         self.inner = link
         self.stats = link.stats
-        self.snaplen = snaplen
-        self._clock = clock
-        if isinstance(file, (str, bytes, os.PathLike)):
-            self._file = open(file, "wb")
-            self._owns_file = True
-        elif hasattr(file, "write"):
-            self._file = file
-            self._owns_file = False
-        else:
-            raise TypeError(f"file must be a path or a binary file object, got {file!r}")
-        self._closed = False
-        try:
-            self._file.write(_GLOBAL.pack(_MAGIC, 2, 4, 0, 0, snaplen, _LINKTYPE_ETHERNET))
-            self._file.flush()
-        except BaseException:
-            if self._owns_file:
-                self._file.close()
-            raise
 
     def __repr__(self) -> str:
         return f"<Capture of {self.inner!r}>"
+
+    @property
+    def snaplen(self) -> int:
+        return self._writer.snaplen
 
     @property
     def mtu(self) -> int:
@@ -86,25 +133,11 @@ class Capture(Link):
     def tso_max(self) -> int:
         return self.inner.tso_max
 
-    def _record(self, frame: bytes, write) -> None:
-        if self._clock is None:
-            seconds, ns = divmod(time.time_ns(), 1_000_000_000)
-        else:
-            seconds, ns = divmod(round(self._clock() * 1e9), 1_000_000_000)
-        length = len(frame)
-        if length > self.snaplen:
-            write(_RECORD.pack(seconds, ns // 1000, self.snaplen, length))
-            write(frame[:self.snaplen])
-        else:
-            write(_RECORD.pack(seconds, ns // 1000, length, length))
-            write(frame)
-
     def send_frame(self, frame: bytes, gso_size: int = 0) -> None:
         # A GSO frame is recorded whole, as the stack sent it (as tcpdump
         # shows a NIC's TSO frames before the NIC cuts them).
-        if not self._closed:
-            self._record(frame, self._file.write)
-            self._file.flush()
+        self._writer.write(frame)
+        self._writer.flush()
         if gso_size:
             self.inner.send_frame(frame, gso_size)
         else:
@@ -112,29 +145,20 @@ class Capture(Link):
 
     async def receive_batch(self, max_frames: int = 64) -> list[bytes]:
         frames = await self.inner.receive_batch(max_frames)
-        if not self._closed:
-            write = self._file.write
-            for frame in frames:
-                self._record(frame, write)
-            self._file.flush()
+        writer = self._writer
+        for frame in frames:
+            writer.write(frame)
+        writer.flush()
         return frames
 
     def flush(self) -> None:
-        if not self._closed:
-            self._file.flush()
+        self._writer.flush()
 
     async def aclose(self) -> None:
-        if self._closed:
-            await self.inner.aclose()
-            return
-        self._closed = True
         try:
             await self.inner.aclose()
         finally:
-            if self._owns_file:
-                self._file.close()
-            else:
-                self._file.flush()
+            self._writer.close()
 
 
 def read_pcap(source) -> list[tuple[float, bytes]]:

@@ -30,6 +30,7 @@ from .connection import TcpConnection
 from .cookies import SynCookies
 from .isn import IsnGenerator
 from .passive import SynQueue
+from . import trace
 from .socket import TcpSocket
 
 log = logging.getLogger("trionet.tcp")
@@ -57,8 +58,10 @@ class TcpLayer:
     """The stack's TCP: a table of connections and of listening endpoints."""
 
     def __init__(self, network: Any, stats: Stats, spawn: Callable, secret: bytes, *,
-                 max_connections: int = 65536):
+                 max_connections: int = 65536, name: str | None = None):
         self.network = network
+        #: The stack's name, for the segment trace (``trace.py``).
+        self.name = name
         self.stats = stats
         self._spawn = spawn
         #: Settings new connections start from (each gets its own copy).
@@ -105,6 +108,10 @@ class TcpLayer:
         stats["tcp.rx"] += 1
         key = (ip.dst, header.dst_port, ip.src, header.src_port)
         sock = self.connections.get(key)
+        if trace.enabled():
+            machine = sock.machine if sock is not None else None
+            trace.log_segment(self.name, "in", ip.src, ip.dst, header, len(data),
+                              machine.irs if machine else 0, machine.iss if machine else 0)
         if sock is not None:
             flags = header.flags
             if (flags & (SYN | ACK | RST) == SYN and sock.machine.state is TIME_WAIT
@@ -143,6 +150,8 @@ class TcpLayer:
             path = self.network.path_to(remote_ip)
         except OSError:
             return
+        if trace.enabled():
+            trace.log_segment(self.name, "out", local_ip, remote_ip, rst, 0)
         segment = build_tcp(rst, b"", local_ip, remote_ip, compute_checksum=not path.offload)
         path.output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
         self.stats["tcp.tx_reset"] += 1
@@ -225,7 +234,7 @@ class TcpLayer:
                 on_done(sock)
 
         key = (machine.local[0], machine.local[1], machine.remote[0], machine.remote[1])
-        sock = TcpSocket(machine, key, self.network, self.stats, done, on_established)
+        sock = TcpSocket(machine, key, self.network, self.stats, done, on_established, self.name)
         self.connections[key] = sock
         self._spawn(sock.run)
         return sock
@@ -246,8 +255,11 @@ class TcpLayer:
             return any(k[1] == port for k in self.connections)
         return (local_ip, port, remote_ip, remote_port) in self.connections
 
-    async def connect(self, host: Any, port: int, *, local_port: int | None = None) -> TcpSocket:
-        """Active open; returns the established connection's socket.
+    async def connect(self, host: Any, port: int, *, local_port: int | None = None,
+                      local_address: IPAddress | None = None) -> TcpSocket:
+        """Active open; returns the established connection's socket. The
+        source address is the route's unless ``local_address`` (one of ours)
+        is given.
 
         ConnectionRefusedError (ECONNREFUSED) on RST, TimeoutError (ETIMEDOUT)
         when the SYNs go unanswered, OSError(ENETUNREACH) with no route."""
@@ -257,7 +269,9 @@ class TcpLayer:
             check_port(local_port, "local_port")
         await trio.lowlevel.checkpoint_if_cancelled()
         path = self.network.path_to(dst)
-        src = path.source
+        src = path.source if local_address is None else local_address
+        if src.version != dst.version:
+            raise OSError(errno.EAFNOSUPPORT, f"{src} cannot reach {dst} (another family)")
         if len(self.connections) >= self.max_connections:
             raise OSError(errno.ENOBUFS, f"too many connections ({self.max_connections}, "
                                          "Stack(max_connections=...))")

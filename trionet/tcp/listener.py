@@ -87,13 +87,21 @@ class Listener(trio.abc.Listener[Stream]):
     # --- API ----------------------------------------------------------------------
 
     async def accept(self) -> Stream:
+        return Stream(await self.accept_connection())
+
+    async def accept_connection(self) -> TcpSocket:
+        """The next established connection, as the transport's socket (the
+        socket layer wraps it its own way; ``accept`` in a Stream)."""
         if self._closed:
             raise trio.ClosedResourceError("listener is closed")
         try:
-            sock = await self._ready_receive.receive()
+            return await self._ready_receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise trio.ClosedResourceError("listener is closed") from None
-        return Stream(sock)
+
+    def close(self) -> None:
+        """Stop listening now (``aclose`` without the checkpoint)."""
+        self._close_now()
 
     def _close_now(self) -> None:
         if self._closed:

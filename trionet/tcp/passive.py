@@ -18,6 +18,7 @@ from ..wire.tcp import ACK, FIN, SYN, TcpHeader, TcpOptions, build_tcp
 from .config import M32, our_window_scale
 from .connection import TcpConnection
 from .cookies import MAX_AGE, PERIOD
+from . import trace
 from .socket import TcpSocket
 
 
@@ -160,6 +161,8 @@ class SynQueue:
             out = TcpOptions(mss=mss)
         header = TcpHeader(self.port, syn.src_port, iss, (syn.seq + 1) & M32, SYN | ACK,
                            min(config.receive_buffer, 0xFFFF), 0, out)
+        if trace.enabled():
+            trace.log_segment(tcp.name, "out", local_ip, remote_ip, header, 0)
         segment = build_tcp(header, b"", local_ip, remote_ip, compute_checksum=not path.offload)
         path.output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
         self._cookie_sent_at = now

@@ -26,6 +26,7 @@ import trio
 from ..stats import Stats
 from ..wire.ipv4 import PROTO_TCP
 from ..wire.tcp import ACK, FIN, PSH, TCP_MIN_HEADER_LEN, build_tcp, options_length
+from . import trace
 from .connection import TcpConnection
 
 log = logging.getLogger("trionet.tcp")
@@ -114,12 +115,15 @@ class TcpSocket:
 
     __slots__ = ("machine", "key", "local_ip", "remote_ip", "_network", "_stats", "_on_done",
                  "_on_established", "_send_channel", "_receive_channel", "_pending", "_scope",
-                 "_lot", "_done", "__weakref__")
+                 "_lot", "_done", "_name", "__weakref__")
 
     def __init__(self, machine: TcpConnection, key: tuple, network, stats: Stats,
                  on_done: Callable[[TcpSocket], None],
-                 on_established: Callable[[TcpSocket], None] | None = None):
+                 on_established: Callable[[TcpSocket], None] | None = None,
+                 name: str | None = None):
         self.machine = machine
+        #: The stack's name, for the segment trace.
+        self._name = name
         self.key = key
         self.local_ip = key[0]
         self.remote_ip = key[2]
@@ -209,6 +213,10 @@ class TcpSocket:
             on_established(self)
         out = machine.pop_outgoing()
         if out:
+            if trace.enabled():
+                for header, payload in out:
+                    trace.log_segment(self._name, "out", self.local_ip, self.remote_ip, header,
+                                      len(payload), machine.iss, machine.irs)
             send_segments(self._network, self._stats, self.local_ip, self.remote_ip, out)
         if machine.closed and not self._done:
             # Closed from outside its task (abort, RST on close, a failed

@@ -29,7 +29,7 @@ class UdpLayer:
         self.ports = ports
         self.queue_size = queue_size
         self.sockets: dict[tuple[IPAddress | None, int], UdpSocket] = {}
-        network.register_transport(PROTO_UDP, self.input)
+        network.register_transport(PROTO_UDP, self.input, icmp_error=self.icmp_error)
 
     async def open(self, local_port: int = 0, local_address: Any = None) -> UdpSocket:
         check_port(local_port, "local_port")
@@ -67,6 +67,20 @@ class UdpLayer:
         if not sock.deliver(bytes(data), header.src, udp.src_port):
             raise WireError("udp.receive_queue_full")
 
+    def icmp_error(self, error) -> None:
+        """An ICMP error quoting one of our datagrams: handed to the socket
+        that sent it (a connected socket reports it, RFC 1122 4.1.3.3; see
+        ``UdpSocket.error_handler``), else counted."""
+        self.stats["udp.icmp_error"] += 1
+        quoted = error.transport
+        port = int.from_bytes(quoted[0:2], "big")
+        sockets = self.sockets
+        sock = sockets.get((error.src, port)) or sockets.get((None, port))
+        if sock is None or sock.error_handler is None:
+            self.stats["udp.icmp_error_ignored"] += 1
+            return
+        sock.error_handler(error.errno, (error.dst, int.from_bytes(quoted[2:4], "big")))
+
     def output(self, local_ip, local_port: int, dst: IPAddress, dst_port: int, data: bytes) -> None:
         path = self.network.path_to(dst)
         src = local_ip if local_ip is not None else path.source
@@ -90,6 +104,14 @@ class UdpSocket:
         self.local_port = local_port
         self._send_channel, self._receive_channel = trio.open_memory_channel(queue_size)
         self._closed = False
+        #: Called with (errno, (destination, port)) when an ICMP error about
+        #: a datagram this socket sent comes back; None: the error is counted only.
+        self.error_handler = None
+
+    @property
+    def queued(self) -> int:
+        """Datagrams waiting to be received."""
+        return self._send_channel.statistics().current_buffer_used
 
     @property
     def local_address(self) -> tuple[str, int]:
