@@ -26,9 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import trionet  # noqa: E402
-from _peers import (BLOCK_SIZE, CONNECT_CLIENT, ECHO_SERVER, HOLD_CLIENT, RTT_CLIENT,  # noqa: E402
-                    SENDER, SINK, cyclic_block, netns, peer, run_peer, stream_sha256,
-                    tune_namespace)
+from _peers import (BLOCK_SIZE, CHECKSUM_PROBE, CONNECT_CLIENT, ECHO_SERVER,  # noqa: E402
+                    HOLD_CLIENT, RTT_CLIENT, SENDER, SINK, cyclic_block, enable_ipv6, netns,
+                    peer, run_peer, stream_sha256, tune_namespace)
 
 # Addresses, all inside namespaces this process creates (or in-memory links).
 TAP_KERNEL = "10.77.0.1"   # the kernel's end of the TAP, in the namespace
@@ -36,6 +36,11 @@ TAP_STACK = "10.77.0.2"    # trionet on the TAP
 REF_CLIENT = "10.78.0.1"   # veth, namespace A (Linux client)
 REF_SERVER = "10.78.0.2"   # veth, namespace B (Linux server)
 CABLE_A, CABLE_B = "10.79.0.1", "10.79.0.2"
+# The same over IPv6 (the *_v6 cases, params {"ipv6": true}): unique local
+# addresses (RFC 4193), /64 as every IPv6 link.
+TAP_KERNEL6, TAP_STACK6 = "fd77::1", "fd77::2"
+REF_CLIENT6, REF_SERVER6 = "fd78::1", "fd78::2"
+CABLE_A6, CABLE_B6 = "fd79::1", "fd79::2"
 ECHO_PORT, SINK_PORT = 7, 5001
 SEED = 20240604
 
@@ -131,8 +136,30 @@ def verify(what: str, got: dict, size: int, sha: str) -> None:
 
 
 class OffloadRefused(Exception):
-    """The kernel refused the TAP offloads (``TapLink.offload_error``): the
-    offload cases are reported as skipped, with the reason."""
+    """The kernel refused the TAP offloads (``TapLink.offload_error``), or
+    (IPv6) drops trionet's segments on an offload TAP for their checksums:
+    the offload cases are reported as skipped, with the reason."""
+
+
+#: The TCP port the checksum probe connects to (closed: trionet answers RST).
+PROBE_PORT = 9
+
+
+async def probe_offload_checksums(ns, stack_ip: str) -> None:
+    """OffloadRefused unless the kernel accepts trionet's TCP segments on
+    this offload TAP: a connect to a closed port must be refused (trionet's
+    RST taken) without TCP checksum errors. With ``offload=True`` the stack
+    leaves TCP checksums to the link, and the TapLink completes them (asks
+    the kernel to, NEEDS_CSUM) for the frames it recognises; checked here
+    for IPv6, where a frame it does not recognise would go out without its
+    checksum and the case could only time out."""
+    r = await run_peer(ns, CHECKSUM_PROBE, {"host": stack_ip, "port": PROBE_PORT,
+                                            "timeout": 0.3, "deadline": 10}, timeout=15)
+    if r["outcome"] != "refused" or r["tcp_in_csum_errors"]:
+        raise OffloadRefused(
+            f"IPv6 over TapLink(offload=True): the kernel dropped trionet's TCP segments "
+            f"(probe connect: {r['outcome']}, TCP InCsumErrors {r['tcp_in_csum_errors']}); "
+            f"the link does not complete IPv6 checksums")
 
 
 class TapPeer:
@@ -153,7 +180,8 @@ class TapPeer:
         return {"offload": getattr(self.link, "offload", False), "trionet_drops": stats.drops(),
                 "tcp_table": states,
                 "trionet_tcp": {k: stats[k] for k in ("tcp.rx", "tcp.tx", "tcp.tx_coalesced",
-                                                       "ipv4.tx_gso")},
+                                                       "ipv4.tx_gso", "ipv4.rx", "ipv6.rx",
+                                                       "ipv6.tx")},
                 "tap_link": dict(self.link.stats), "tap_kernel": self.kernel_stats()}
 
     def kernel_stats(self) -> dict:
@@ -167,12 +195,46 @@ class TapPeer:
                 "rx_packets": s["rx"]["packets"], "rx_dropped": s["rx"]["dropped"]}
 
 
+def tap_addresses(p: dict) -> tuple[str, str]:
+    """(the kernel's address, trionet's) on the TAP, in the case's family."""
+    return (TAP_KERNEL6, TAP_STACK6) if p.get("ipv6") else (TAP_KERNEL, TAP_STACK)
+
+
+#: Duplicate address detection's RetransTimer for the IPv6 cases' stacks
+#: (default 1 s, RFC 4861 10), and no random delay before the link-local
+#: address's first DAD solicitation (default up to 1 s, RFC 4862 5.4.2):
+#: DAD is setup, not measured, and the quick run has nine IPv6 setups.
+DAD_RETRANS_TIMER = 0.1
+
+
+def new_stack(ipv6: bool) -> trionet.Stack:
+    """A Stack; for the IPv6 cases with a short DAD (``DAD_RETRANS_TIMER``;
+    DAD itself stays on: the address joins its solicited-node group
+    through it)."""
+    if not ipv6:
+        return trionet.Stack()
+    from trionet.interface import AutoconfConfig
+    return trionet.Stack(autoconf=AutoconfConfig(retrans_timer=DAD_RETRANS_TIMER,
+                                                 max_rtr_solicitation_delay=0.0))
+
+
+async def addresses_ready(*stacks, timeout: float = 10) -> None:
+    """Wait until every address of ``stacks`` passed DAD (RFC 4862 5.4:
+    packets to a tentative address are dropped, so a peer must not start
+    before)."""
+    with trio.fail_after(timeout):
+        while any(not a.usable for s in stacks for i in s.interfaces for a in i.addresses):
+            await trio.sleep(0.01)
+
+
 @asynccontextmanager
-async def tap_peer(offload: bool = False):
+async def tap_peer(offload: bool = False, ipv6: bool = False):
     """trionet at TAP_STACK on a fresh TAP moved into a fresh namespace where
     the kernel is TAP_KERNEL. Yields a TapPeer (unpacks to stack, ns, nursery).
     ``offload``: ``TapLink(offload=True)`` (virtio-net header, checksum and
     TSO offload both ways); OffloadRefused if the kernel refuses them.
+    ``ipv6``: IPv6 only, trionet TAP_STACK6/64 and the kernel TAP_KERNEL6/64
+    (IPv6 turned back on for the TAP in the namespace, ``nodad``).
 
     The stack closes first (closing the TAP's fd deletes the device), then
     the namespace is deleted; both also on errors and Ctrl-C."""
@@ -182,9 +244,17 @@ async def tap_peer(offload: bool = False):
         if offload and not link.offload:
             await link.aclose()
             raise OffloadRefused(f"the kernel refused TAP offloads: {link.offload_error}")
-        async with trionet.Stack() as stack:
-            stack.add_interface(link, f"{TAP_STACK}/24")
-            ns.move_link(name, f"{TAP_KERNEL}/24")
+        async with new_stack(ipv6) as stack:
+            if ipv6:
+                stack.add_interface(link, f"{TAP_STACK6}/64")
+                ns.move_link(name, None)
+                enable_ipv6(ns, name, f"{TAP_KERNEL6}/64")
+                await addresses_ready(stack)
+                if offload:
+                    await probe_offload_checksums(ns, TAP_STACK6)
+            else:
+                stack.add_interface(link, f"{TAP_STACK}/24")
+                ns.move_link(name, f"{TAP_KERNEL}/24")
             tune_namespace(ns)
             async with trio.open_nursery() as nursery:
                 yield TapPeer(stack, ns, nursery, name, link)
@@ -195,12 +265,18 @@ async def tap_peer(offload: bool = False):
 
 
 @asynccontextmanager
-async def cable_pair(**impairments):
-    """Two stacks joined by a virtual_cable (MTU 1500)."""
+async def cable_pair(ipv6: bool = False, **impairments):
+    """Two stacks joined by a virtual_cable (MTU 1500); ``ipv6``: at
+    CABLE_A6 and CABLE_B6 instead."""
     a, b = trionet.virtual_cable(mtu=1500, **impairments)
-    async with trionet.Stack() as client, trionet.Stack() as server:
-        client.add_interface(a, f"{CABLE_A}/24")
-        server.add_interface(b, f"{CABLE_B}/24")
+    async with new_stack(ipv6) as client, new_stack(ipv6) as server:
+        if ipv6:
+            client.add_interface(a, f"{CABLE_A6}/64")
+            server.add_interface(b, f"{CABLE_B6}/64")
+            await addresses_ready(client, server)
+        else:
+            client.add_interface(a, f"{CABLE_A}/24")
+            server.add_interface(b, f"{CABLE_B}/24")
         async with trio.open_nursery() as nursery:
             yield client, server, nursery
             nursery.cancel_scope.cancel()
@@ -250,43 +326,50 @@ RECOVERY_INFO = ("retransmits", "rto_count", "tlp_count", "fast_recoveries", "ra
 
 
 @contextmanager
-def ref_pair():
+def ref_pair(ipv6: bool = False):
     """Namespaces A (client, REF_CLIENT) and B (server, REF_SERVER) joined by
     a veth pair made inside them. Fresh for every measurement, so TIME-WAIT
-    sockets of one do not slow the next one's port search."""
+    sockets of one do not slow the next one's port search. ``ipv6``: also
+    REF_CLIENT6 and REF_SERVER6 (``nodad``) on the pair."""
     with netns.NetNamespace.create("ra") as a, netns.NetNamespace.create("rb") as b:
-        netns.link_namespaces(a, f"{REF_CLIENT}/24", b, f"{REF_SERVER}/24")
+        if_a, if_b = netns.link_namespaces(a, f"{REF_CLIENT}/24", b, f"{REF_SERVER}/24")
+        if ipv6:
+            enable_ipv6(a, if_a, f"{REF_CLIENT6}/64")
+            enable_ipv6(b, if_b, f"{REF_SERVER6}/64")
         tune_namespace(a)
         yield a, b
 
 
 async def case_reference(p: dict) -> dict:
-    """Linux <-> Linux over a veth pair between two namespaces."""
+    """Linux <-> Linux over a veth pair between two namespaces; ``ipv6``:
+    over IPv6, and with ``connections`` false only bulk and echo."""
     metrics, info = {}, {}
     size = p["bulk_size"]
-    with ref_pair() as (a, b):
-        async with peer(b, SINK, {"host": REF_SERVER, "port": SINK_PORT, "deadline": 120}) as sink:
+    ipv6 = p.get("ipv6", False)
+    server_ip = REF_SERVER6 if ipv6 else REF_SERVER
+    with ref_pair(ipv6) as (a, b):
+        async with peer(b, SINK, {"host": server_ip, "port": SINK_PORT, "deadline": 120}) as sink:
             await sink.read_json(30)
-            sent = await run_peer(a, SENDER, {"host": REF_SERVER, "port": SINK_PORT, "size": size,
+            sent = await run_peer(a, SENDER, {"host": server_ip, "port": SINK_PORT, "size": size,
                                               "seed": SEED, "block": BLOCK_SIZE, "deadline": 120},
                                   timeout=150)
             got = await sink.read_json(60)
     verify("Linux -> Linux", got, size, sent["sha256"])
     metrics["bulk_mbps"] = size / got["seconds"] / 1e6
     # Echo and connections, against a Python selectors echo server.
-    for what in ("rtt", 1, 8):
-        with ref_pair() as (a, b):
-            async with peer(b, ECHO_SERVER, {"host": REF_SERVER, "port": ECHO_PORT,
+    for what in ("rtt", 1, 8) if p.get("connections", True) else ("rtt",):
+        with ref_pair(ipv6) as (a, b):
+            async with peer(b, ECHO_SERVER, {"host": server_ip, "port": ECHO_PORT,
                                              "deadline": 300}) as server:
                 await server.read_json(30)
                 if what == "rtt":
-                    rtt = await run_peer(a, RTT_CLIENT, _rtt_params(p, REF_SERVER), timeout=120)
+                    rtt = await run_peer(a, RTT_CLIENT, _rtt_params(p, server_ip), timeout=120)
                     metrics["echo_rtt_median_us"] = rtt["median"] * 1e6
                     metrics["echo_rtt_p99_us"] = rtt["p99"] * 1e6
                     info["rtt"] = rtt
                 else:
                     name = "conn_per_s_seq" if what == 1 else "conn_per_s_par8"
-                    r = await run_peer(a, CONNECT_CLIENT, _connect_params(p, REF_SERVER, what),
+                    r = await run_peer(a, CONNECT_CLIENT, _connect_params(p, server_ip, what),
                                        timeout=p["conn_seconds"] + 60)
                     metrics[name] = r["rate"]
                     info[name] = r
@@ -306,14 +389,15 @@ def _connect_params(p: dict, host: str, parallel: int) -> dict:
 async def case_tap_bulk_in(p: dict) -> dict:
     """Linux -> trionet over TAP; trionet's sink times and hashes."""
     size = p["size"]
-    async with tap_peer(p.get("offload", False)) as tp:
+    _, stack_ip = tap_addresses(p)
+    async with tap_peer(p.get("offload", False), p.get("ipv6", False)) as tp:
         stack, ns, nursery = tp
         sink = Sink()
         listeners = await stack.open_tcp_listeners(SINK_PORT)
         nursery.start_soon(trio.serve_listeners, sink, listeners)
         mark = cpu_mark()
         with PROFILING.measured():
-            sent = await run_peer(ns, SENDER, {"host": TAP_STACK, "port": SINK_PORT,
+            sent = await run_peer(ns, SENDER, {"host": stack_ip, "port": SINK_PORT,
                                                "size": size, "seed": SEED, "block": BLOCK_SIZE,
                                                "deadline": p["timeout"]},
                                   timeout=p["timeout"] + 30)
@@ -331,14 +415,15 @@ async def case_tap_bulk_out(p: dict) -> dict:
     size = p["size"]
     block = cyclic_block(SEED)
     sha = stream_sha256(block, size)
-    async with tap_peer(p.get("offload", False)) as tp:
+    kernel_ip, _ = tap_addresses(p)
+    async with tap_peer(p.get("offload", False), p.get("ipv6", False)) as tp:
         stack, ns, nursery = tp
-        async with peer(ns, SINK, {"host": TAP_KERNEL, "port": SINK_PORT,
+        async with peer(ns, SINK, {"host": kernel_ip, "port": SINK_PORT,
                                    "deadline": p["timeout"]}) as sink:
             await sink.read_json(30)
             mark = cpu_mark()
             with trio.fail_after(p["timeout"]), PROFILING.measured():
-                stream = await stack.open_tcp_stream(TAP_KERNEL, SINK_PORT)
+                stream = await stack.open_tcp_stream(kernel_ip, SINK_PORT)
                 send_seconds = await send_cyclic(stream, block, size)
                 got = await sink.read_json(p["timeout"])
             cpu = cpu_busy(mark)
@@ -352,11 +437,12 @@ async def case_tap_bulk_out(p: dict) -> dict:
 
 async def case_tap_echo(p: dict) -> dict:
     """64-byte echo round trips: Linux client, trionet echo server."""
-    async with tap_peer(p.get("offload", False)) as tp:
+    _, stack_ip = tap_addresses(p)
+    async with tap_peer(p.get("offload", False), p.get("ipv6", False)) as tp:
         stack, ns, nursery = tp
         await nursery.start(stack.serve_tcp, echo_handler, ECHO_PORT)
         with PROFILING.measured():
-            rtt = await run_peer(ns, RTT_CLIENT, _rtt_params(p, TAP_STACK), timeout=120)
+            rtt = await run_peer(ns, RTT_CLIENT, _rtt_params(p, stack_ip), timeout=120)
         report = tp.report()
     return {"metrics": {"rtt_median_us": rtt["median"] * 1e6, "rtt_p99_us": rtt["p99"] * 1e6},
             "info": {**rtt, **report}}
@@ -448,18 +534,23 @@ async def case_tap_idle(p: dict) -> dict:
 
 async def case_cable_bulk(p: dict) -> dict:
     """trionet -> trionet, two stacks in this process, virtual_cable MTU 1500."""
-    async with cable_pair(seed=SEED) as (client, server, nursery):
-        r = await trionet_transfer(client, server, nursery, CABLE_B, p["size"], p["timeout"])
+    ipv6 = p.get("ipv6", False)
+    async with cable_pair(ipv6, seed=SEED) as (client, server, nursery):
+        r = await trionet_transfer(client, server, nursery, CABLE_B6 if ipv6 else CABLE_B,
+                                   p["size"], p["timeout"])
         r.update(cable_report(client, server))
     return {"metrics": {"mbps": r["mbps"]}, "info": r}
 
 
 async def case_loopback_bulk(p: dict) -> dict:
-    """trionet -> trionet on one stack over LoopbackLink at 127.0.0.1."""
+    """trionet -> trionet on one stack over LoopbackLink at 127.0.0.1 (or
+    ::1 with ``ipv6``)."""
+    ipv6 = p.get("ipv6", False)
+    host = "::1" if ipv6 else "127.0.0.1"
     async with trionet.Stack() as stack:
-        stack.add_interface(trionet.LoopbackLink(), "127.0.0.1/8")
+        stack.add_interface(trionet.LoopbackLink(), "::1/128" if ipv6 else "127.0.0.1/8")
         async with trio.open_nursery() as nursery:
-            r = await trionet_transfer(stack, stack, nursery, "127.0.0.1", p["size"], p["timeout"])
+            r = await trionet_transfer(stack, stack, nursery, host, p["size"], p["timeout"])
             nursery.cancel_scope.cancel()
     return {"metrics": {"mbps": r["mbps"]}, "info": r}
 
@@ -577,17 +668,26 @@ case_sim_hosts.virtual_time = True
 
 CASES = {
     "reference": case_reference,
+    "reference_v6": case_reference,              # the same with {"ipv6": true}
     "tap_bulk_in": case_tap_bulk_in,
+    "tap_bulk_in_v6": case_tap_bulk_in,
     "tap_bulk_out": case_tap_bulk_out,
+    "tap_bulk_out_v6": case_tap_bulk_out,
     "tap_bulk_in_offload": case_tap_bulk_in,    # the same with {"offload": true}
+    "tap_bulk_in_offload_v6": case_tap_bulk_in,
     "tap_bulk_out_offload": case_tap_bulk_out,
+    "tap_bulk_out_offload_v6": case_tap_bulk_out,
     "tap_echo": case_tap_echo,
+    "tap_echo_v6": case_tap_echo,
     "tap_echo_offload": case_tap_echo,
+    "tap_echo_offload_v6": case_tap_echo,
     "tap_connect": case_tap_connect,
     "tap_connect_offload": case_tap_connect,
     "tap_idle": case_tap_idle,
     "cable_bulk": case_cable_bulk,
+    "cable_bulk_v6": case_cable_bulk,
     "loopback_bulk": case_loopback_bulk,
+    "loopback_bulk_v6": case_loopback_bulk,
     "loss_goodput": case_loss_goodput,
     "sim_transfer": case_sim_transfer,
     "sim_100_hosts": case_sim_hosts,

@@ -28,9 +28,9 @@ if str(ROOT / "tests") not in sys.path:
 
 import netns  # noqa: E402  (tests/netns.py: the kernel-peer harness)
 
-__all__ = ["netns", "Peer", "peer", "run_peer", "tune_namespace", "SINK", "SENDER",
-           "ECHO_SERVER", "RTT_CLIENT", "CONNECT_CLIENT", "HOLD_CLIENT", "stream_sha256",
-           "cyclic_block"]
+__all__ = ["netns", "Peer", "peer", "run_peer", "tune_namespace", "enable_ipv6", "SINK", "SENDER",
+           "ECHO_SERVER", "RTT_CLIENT", "CONNECT_CLIENT", "HOLD_CLIENT", "CHECKSUM_PROBE",
+           "stream_sha256", "cyclic_block"]
 
 
 # ---------------------------------------------------------------------------
@@ -70,12 +70,14 @@ def out(**kw):
     sys.stdout.write(json.dumps(kw) + "\n"); sys.stdout.flush()
 def left():
     return max(0.05, DEADLINE - time.monotonic())
+# The address family of P["host"] (an IPv6 address has a colon).
+FAMILY = socket.AF_INET6 if ":" in P.get("host", "") else socket.AF_INET
 """
 
 #: Listens on P["host"]:P["port"], accepts one connection, reads to EOF while
 #: hashing; timed from accept to EOF. Then closes (the sender sees EOF).
 SINK = _PROLOGUE + r"""
-ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls = socket.socket(FAMILY); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind((P["host"], P["port"])); ls.listen(8); ls.settimeout(left())
 out(ready=True)
 s, _ = ls.accept()
@@ -123,7 +125,7 @@ out(bytes=P["size"] - left_, sha256=h.hexdigest(), send_seconds=sent_at - t0, se
 #: the echo and connection cases). Runs until killed or the deadline.
 ECHO_SERVER = _PROLOGUE + r"""
 sel = selectors.DefaultSelector()
-ls = socket.socket(); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+ls = socket.socket(FAMILY); ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 ls.bind((P["host"], P["port"])); ls.listen(4096); ls.setblocking(False)
 sel.register(ls, selectors.EVENT_READ, None)
 pending = {}
@@ -211,7 +213,7 @@ def worker():
                 return
             counts["started"] += 1
         try:
-            s = socket.socket()
+            s = socket.socket(FAMILY)
             s.settimeout(5)
             s.connect((P["host"], P["port"]))
             s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -254,7 +256,7 @@ socks = []; pending = 0; started = 0; failed = 0; errors = {}
 t0 = time.perf_counter()
 while (started < P["count"] or pending) and time.monotonic() < DEADLINE:
     while started < P["count"] and pending < P["window"]:
-        s = socket.socket(); s.setblocking(False)
+        s = socket.socket(FAMILY); s.setblocking(False)
         started += 1
         err = s.connect_ex((P["host"], P["port"]))
         if err not in (0, 115):  # EINPROGRESS
@@ -306,6 +308,24 @@ for line in sys.stdin:
     out(echoed=echoed, sent=sent, bad=bad, seconds=time.perf_counter() - t0)
 for s in socks:
     s.close()
+"""
+
+#: Connects to P["host"]:P["port"] (a closed port: the answer is a RST) with
+#: a timeout shorter than the kernel's first SYN retransmission (1 s), then
+#: reads the namespace's TCP InCsumErrors (/proc/net/snmp): whether the
+#: kernel took the peer's segments or dropped them for their checksums.
+CHECKSUM_PROBE = _PROLOGUE + r"""
+s = socket.socket(FAMILY); s.settimeout(P.get("timeout", 0.3))
+try:
+    s.connect((P["host"], P["port"])); outcome = "connected"
+except ConnectionRefusedError:
+    outcome = "refused"
+except OSError as exc:
+    outcome = type(exc).__name__
+s.close()
+lines = [l.split() for l in open("/proc/net/snmp") if l.startswith("Tcp:")]
+csum = int(dict(zip(lines[0], lines[1])).get("InCsumErrors", 0))
+out(outcome=outcome, tcp_in_csum_errors=csum)
 """
 
 
@@ -394,3 +414,19 @@ def tune_namespace(ns) -> None:
     """Client-side sysctls for many short connections (per namespace, so
     nothing outside the namespace changes): a wide ephemeral port range."""
     ns.run("sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=10000 65000", check=False)
+
+
+def enable_ipv6(ns, ifname: str, cidr: str) -> None:
+    """Give the kernel IPv6 on ``ifname`` in ``ns`` with the address
+    ``cidr`` ("fd77::1/64"). The netns helpers (``move_link``,
+    ``link_namespaces``) turn IPv6 off on the links they set up, so it is
+    turned on again here; the address skips duplicate address detection
+    (``nodad``, RFC 4862 5.4 would hold it tentative for a second) so the
+    case can start at once. Router advertisements stay ignored."""
+    if hasattr(ns, "enable_ipv6"):  # the harness's own (tests/netns.py)
+        ns.enable_ipv6(ifname)
+    else:
+        for key, value in (("accept_ra", 0), ("disable_ipv6", 0)):
+            path = f"/proc/sys/net/ipv6/conf/{ifname}/{key}"
+            ns.run(*ns.python(f"open({path!r}, 'w').write('{value}')"))
+    ns.ip("-6", "addr", "add", cidr, "dev", ifname, "nodad")

@@ -36,21 +36,32 @@ CASES_SCRIPT = HERE / "_cases.py"
 MB = 1_000_000
 
 #: Cases in the order they run: (needs the kernel peer, what it measures).
+#: Each ``*_v6`` case follows its IPv4 case and is the same over IPv6
+#: (``V6_CASES``), compared with ``reference_v6``.
 CASES = {
     "reference": (True, "Linux <-> Linux over veth between two namespaces (the yardstick)"),
+    "reference_v6": (True, "the same over IPv6: bulk and echo (the IPv6 cases' yardstick)"),
     "tap_bulk_in": (True, "Linux -> trionet bulk over TAP, sha256-verified"),
+    "tap_bulk_in_v6": (True, "the same over IPv6"),
     "tap_bulk_out": (True, "trionet -> Linux bulk over TAP, sha256-verified"),
+    "tap_bulk_out_v6": (True, "the same over IPv6"),
     "tap_bulk_in_offload": (True, "Linux -> trionet bulk over TAP with offload=True (vnet "
                                   "header, checksum + TSO), sha256-verified"),
+    "tap_bulk_in_offload_v6": (True, "the same over IPv6"),
     "tap_bulk_out_offload": (True, "trionet -> Linux bulk over TAP with offload=True, "
                                    "sha256-verified"),
+    "tap_bulk_out_offload_v6": (True, "the same over IPv6"),
     "tap_echo": (True, "64-byte echo round trip, Linux client, trionet echo server"),
+    "tap_echo_v6": (True, "the same over IPv6"),
     "tap_echo_offload": (True, "the same over TAP with offload=True"),
+    "tap_echo_offload_v6": (True, "the same over IPv6"),
     "tap_connect": (True, "connections/s: connect, one 64-byte echo, close (1 and 8 at once)"),
     "tap_connect_offload": (True, "the same over TAP with offload=True"),
     "tap_idle": (True, "N idle connections held by trionet: RSS, idle CPU, one echo each"),
     "cable_bulk": (False, "trionet <-> trionet in one process over virtual_cable (MTU 1500)"),
+    "cable_bulk_v6": (False, "the same over IPv6"),
     "loopback_bulk": (False, "trionet -> trionet, one stack, LoopbackLink at 127.0.0.1"),
+    "loopback_bulk_v6": (False, "the same at ::1"),
     "loss_goodput": (False, "goodput over virtual_cable with 0/1/5% random loss each way"),
     "sim_transfer": (False, "trionet.testing.Network, virtual time: a minute of a 1%-loss "
                             "transfer between two hosts (10 ms, 1 MB/s)"),
@@ -93,6 +104,13 @@ PARAMS = {
     "sim_100_hosts": ({"hosts": 100, "size": 100_000, "timeout": 300},
                       {"hosts": 10, "size": 20_000, "timeout": 60}),
 }
+
+#: IPv6 case -> its IPv4 case: the same parameters with {"ipv6": true}.
+V6_CASES = {name: name[:-3] for name in CASES if name.endswith("_v6")}
+for _v6, _v4 in V6_CASES.items():
+    PARAMS[_v6] = tuple(dict(mode, ipv6=True) for mode in PARAMS[_v4])
+# The IPv6 reference: bulk and echo only (the IPv6 cases compare with those).
+PARAMS["reference_v6"] = tuple(dict(mode, connections=False) for mode in PARAMS["reference_v6"])
 
 #: What each case reports: metric -> (label, unit, higher is better,
 #: (reference case, metric) to compare with or None).
@@ -149,6 +167,15 @@ METRICS = {
         "frames_per_s": ("frames switched per wall second", "1/s", True, None),
     },
 }
+# The IPv6 cases: the IPv4 case's metrics, labelled IPv6, against reference_v6.
+METRICS["reference_v6"] = {k: (f"{label}, IPv6", unit, higher, None)
+                           for k, (label, unit, higher, _) in METRICS["reference"].items()
+                           if k in ("bulk_mbps", "echo_rtt_median_us", "echo_rtt_p99_us")}
+for _v6, _v4 in V6_CASES.items():
+    if _v6 != "reference_v6":
+        METRICS[_v6] = {k: (f"{label}, IPv6", unit, higher,
+                            None if ref is None else ("reference_v6", ref[1]))
+                        for k, (label, unit, higher, ref) in METRICS[_v4].items()}
 
 #: The issue's targets: (case, metric) -> (text, check(value, results) ->
 #: True/False, or None when it cannot be judged).
@@ -163,6 +190,39 @@ def _ref(results: dict, metric: str):
 def _rtt_target(value, results):
     ref = _ref(results, "echo_rtt_median_us")
     return None if ref is None else value <= ref + 100
+
+
+def _relative(results: dict, case: str, metric: str):
+    """A case's median over its Linux reference's median, in one run."""
+    m = results.get(case, {}).get("metrics", {}).get(metric)
+    ref_key = METRICS[case][metric][3]
+    if m is None or ref_key is None:
+        return None
+    ref = results.get(ref_key[0], {}).get("metrics", {}).get(ref_key[1])
+    return m["median"] / ref["median"] if ref and ref["median"] else None
+
+
+def versus_ipv4(results: dict, case: str, metric: str):
+    """An IPv6 case's figure relative to its IPv4 case's, each first taken
+    relative to its own family's Linux reference of the same run
+    ((v6 / ref v6) / (v4 / ref v4)); None if a figure is missing."""
+    v6 = _relative(results, case, metric)
+    v4 = _relative(results, V6_CASES[case], metric)
+    return None if v6 is None or not v4 else v6 / v4
+
+
+def _v6_target(case: str, metric: str):
+    """Issue 11: IPv6 costs no more than ~10% over IPv4 (throughput at
+    least 1/1.1 of IPv4's, round trips at most 1.1 times), both relative to
+    their Linux reference."""
+    higher = METRICS[case][metric][2]
+
+    def check(value, results):
+        r = versus_ipv4(results, case, metric)
+        if r is None:
+            return None
+        return r >= 1 / 1.1 if higher else r <= 1.1
+    return ("<= 10% over IPv4", check)
 
 
 TARGETS = {
@@ -181,6 +241,9 @@ TARGETS = {
     ("loss_goodput", "loss1_ratio"): (">= 0.50", lambda v, r: v >= 0.5),
     ("loss_goodput", "loss5_ratio"): (">= 0.20", lambda v, r: v >= 0.2),
 }
+TARGETS.update({(case, metric): _v6_target(case, metric) for case in V6_CASES
+                if case != "reference_v6" for metric in METRICS[case]
+                if metric != "rtt_p99_us"})
 
 
 # ---------------------------------------------------------------------------
@@ -275,8 +338,14 @@ def ratio_text(case: str, metric: str, value: float, results: dict) -> str:
         return "(no ref)"
     r = value / ref["median"]
     if METRICS[case][metric][2]:  # higher is better
-        return f"{r:.3f}x ref" if r < 0.1 else f"{r:.2f}x ref"
-    return f"{r:.2f}x ref ({value - ref['median']:+.0f} us)"
+        text = f"{r:.3f}x ref" if r < 0.1 else f"{r:.2f}x ref"
+    else:
+        text = f"{r:.2f}x ref ({value - ref['median']:+.0f} us)"
+    if case in V6_CASES:
+        v4 = versus_ipv4(results, case, metric)
+        if v4 is not None:
+            text += f", {v4:.2f}x v4"
+    return text
 
 
 def target_rows(results: dict) -> list[dict]:

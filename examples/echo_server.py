@@ -1,10 +1,18 @@
-"""An echo server on a TAP device: answers ping, echoes UDP and TCP.
+"""An echo server on a TAP device: answers ping, echoes UDP and TCP, over
+IPv4 and IPv6.
 
     sudo scripts/setup_tap.sh tap0 10.0.0.1/24 --user $USER
     python examples/echo_server.py --tap tap0 --address 10.0.0.2/24
     # then, from the host: ping 10.0.0.2; nc -u 10.0.0.2 7; nc 10.0.0.2 7
 
-Prints a line containing "ready" once serving; exits 0 on SIGINT/SIGTERM.
+    # dual-stack (--address may be repeated), or addresses from router
+    # advertisements (--slaac):
+    python examples/echo_server.py --tap tap0 --address 10.0.0.2/24 --address fd00::2/64
+    python examples/echo_server.py --tap tap0 --slaac
+
+Every address answers (the link-local IPv6 one too). Prints a line
+containing "ready" and the addresses once serving (with --slaac, once an
+address was formed from an advertised prefix); exits 0 on SIGINT/SIGTERM.
 """
 
 import argparse
@@ -18,11 +26,13 @@ import trionet
 
 
 async def udp_echo(stack: trionet.Stack, port: int) -> None:
-    async with await stack.open_udp_socket(port) as sock:
+    async with await stack.open_udp_socket(port) as sock:  # every address, both families
         while True:
-            data, address = await sock.recvfrom()
+            data, address, to = await sock.recvfrom_to()
+            # Answer from the address the datagram came to (as IP_PKTINFO).
+            source = to if stack.is_local_address(to) else None
             try:
-                await sock.sendto(data, address)
+                await sock.sendto(data, address, source_address=source)
             except OSError:
                 pass  # no route back to that sender (e.g. a spoofed source): not fatal
 
@@ -36,17 +46,31 @@ async def tcp_echo(stream: trionet.Stream) -> None:
             pass  # the client reset or vanished
 
 
+async def wait_for_slaac(iface: trionet.Interface, timeout: float) -> None:
+    """Until an address formed from a router's prefix is preferred."""
+    with trio.move_on_after(timeout):
+        while not any(a.origin == "slaac" and a.usable for a in iface.addresses):
+            await trio.sleep(0.05)
+
+
 async def main(args: argparse.Namespace) -> int:
     link: trionet.link.Link = trionet.TapLink(args.tap)
     if args.pcap:
         link = trionet.Capture(link, args.pcap)
+    addresses = args.address or []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-        async with trionet.Stack() as stack:
-            iface = stack.add_interface(link, args.address, gateway=args.gateway)
+        async with trionet.Stack(seed=args.seed) as stack:
+            iface = stack.add_interface(link, addresses[0] if addresses else None,
+                                        gateway=args.gateway)
+            for address in addresses[1:]:
+                iface.add_address(address)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(udp_echo, stack, args.port)
                 await nursery.start(stack.serve_tcp, tcp_echo, args.port)
-                print(f"ready: {iface.address} on {args.tap}, echo on UDP and TCP port {args.port}",
+                if args.slaac:
+                    await wait_for_slaac(iface, args.slaac_timeout)
+                shown = " ".join(str(a.interface) for a in iface.addresses) or "no address"
+                print(f"ready: {shown} on {args.tap}, echo on UDP and TCP port {args.port}",
                       flush=True)
                 async for signum in signals:
                     print(f"got {signal.Signals(signum).name}, stopping", flush=True)
@@ -58,12 +82,24 @@ async def main(args: argparse.Namespace) -> int:
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tap", required=True, help="TAP device name (e.g. tap0)")
-    parser.add_argument("--address", required=True, help="our address with prefix, e.g. 10.0.0.2/24")
-    parser.add_argument("--gateway", default=None, help="default gateway")
+    parser.add_argument("--address", action="append",
+                        help="an address with prefix, IPv4 or IPv6 (10.0.0.2/24, fd00::2/64); "
+                             "may be repeated")
+    parser.add_argument("--slaac", action="store_true",
+                        help="take IPv6 addresses from router advertisements (RFC 4862) and "
+                             "wait for one before 'ready'")
+    parser.add_argument("--slaac-timeout", type=float, default=30.0,
+                        help="seconds --slaac waits for an address (default 30)")
+    parser.add_argument("--gateway", default=None, help="default gateway (IPv4 or IPv6)")
     parser.add_argument("--port", type=int, default=7, help="echo port (UDP and TCP), default 7")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="seed of everything random (MAC, link-local address, ports)")
     parser.add_argument("--pcap", default=None, help="write every frame to this pcap file")
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.address and not args.slaac:
+        parser.error("give at least one --address, or --slaac")
+    return args
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Fetch a URL over trionet and write the body to stdout (CS144's webget).
 
     python examples/webget.py --tap tap0 --address 10.0.0.2/24 http://10.0.0.1:8000/file
+    python examples/webget.py --tap tap0 --address fd00::2/64 'http://[fd00::1]:8000/file'
 
 HTTP/1.1 is spoken by h11 (pip install h11). Hosts are IP addresses: trionet
 has no DNS resolver yet.
@@ -45,14 +46,18 @@ async def fetch(stack: trionet.Stack, url: str, out) -> int:
 
 async def main(args: argparse.Namespace) -> int:
     async with trionet.Stack() as stack:
-        stack.add_interface(trionet.TapLink(args.tap), args.address, gateway=args.gateway)
+        iface = stack.add_interface(trionet.TapLink(args.tap), args.address[0],
+                                    gateway=args.gateway)
+        for address in args.address[1:]:
+            iface.add_address(address)
         return await fetch(stack, args.url, sys.stdout.buffer)
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tap", required=True)
-    parser.add_argument("--address", required=True, help="our address with prefix, e.g. 10.0.0.2/24")
+    parser.add_argument("--address", required=True, action="append",
+                        help="our address with prefix, 10.0.0.2/24 or fd00::2/64 (repeatable)")
     parser.add_argument("--gateway", default=None)
     parser.add_argument("url")
     return parser.parse_args(argv)

@@ -8,7 +8,7 @@ orig_args=("$@")
 
 synopsis() {
     cat <<EOF
-usage: $prog IFNAME CIDR [--user USER] [--netns NS]
+usage: $prog IFNAME CIDR [CIDR...] [--user USER] [--netns NS]
        $prog IFNAME --delete [--netns NS]
 EOF
 }
@@ -18,12 +18,13 @@ usage() {
     cat <<EOF
 
 Create a persistent TAP device IFNAME owned by USER (default: \$SUDO_USER,
-else the caller), give the host side the address CIDR (e.g. 10.0.0.1/24) and
-bring it up. With --netns, work inside network namespace NS (created if it
+else the caller), give the host side the address CIDR (e.g. 10.0.0.1/24, or
+fd00::1/64; several may be given, of either family) and bring it up. With --netns, work inside network namespace NS (created if it
 does not exist). With --delete, remove IFNAME (from NS with --netns).
 
 examples:
   sudo $prog tap0 10.0.0.1/24
+  sudo $prog tap0 10.0.0.1/24 fd00::1/64
   sudo $prog tap0 10.0.0.1/24 --netns tn-lab --user alice
   sudo $prog tap0 --delete --netns tn-lab
 EOF
@@ -50,7 +51,7 @@ run() {
 }
 
 ifname=""
-cidr=""
+cidrs=()
 user=""
 netns=""
 delete=0
@@ -96,9 +97,9 @@ if ((delete)); then
     [[ -z "$user" ]] || usage_error "--user makes no sense with --delete"
     ifname=${positional[0]}
 else
-    ((${#positional[@]} == 2)) || usage_error "expected IFNAME and CIDR"
+    ((${#positional[@]} >= 2)) || usage_error "expected IFNAME and CIDR"
     ifname=${positional[0]}
-    cidr=${positional[1]}
+    cidrs=("${positional[@]:1}")
 fi
 
 # Interface names: at most 15 bytes (IFNAMSIZ - 1), no '/', ':' or blanks.
@@ -110,7 +111,7 @@ if [[ -n "$netns" ]] && { ! [[ "$netns" =~ ^[A-Za-z0-9_.-]+$ ]] || [[ "$netns" =
     usage_error "bad namespace name '$netns' (characters from A-Z a-z 0-9 _ . -)"
 fi
 
-if ((!delete)); then
+for cidr in "${cidrs[@]}"; do
     if [[ "$cidr" =~ ^([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})\.([0-9]{1,3})/([0-9]{1,2})$ ]]; then
         for i in 1 2 3 4; do
             ((10#${BASH_REMATCH[i]} <= 255)) || usage_error "bad address '$cidr'"
@@ -121,7 +122,7 @@ if ((!delete)); then
     else
         usage_error "bad address '$cidr' (expected ADDRESS/PREFIXLEN, e.g. 10.0.0.1/24)"
     fi
-fi
+done
 
 if ((EUID != 0)); then
     die "must run as root (try: sudo $0 ${orig_args[*]})"
@@ -170,7 +171,9 @@ fi
 run "${ipn[@]}" tuntap add dev "$ifname" mode tap user "$user"
 # Roll back the half-made device if a later step fails.
 trap 'echo "$prog: failed; removing $ifname" >&2; "${ipn[@]}" tuntap del dev "$ifname" mode tap || true' ERR
-run "${ipn[@]}" addr add "$cidr" dev "$ifname"
+for cidr in "${cidrs[@]}"; do
+    run "${ipn[@]}" addr add "$cidr" dev "$ifname"
+done
 run "${ipn[@]}" link set dev "$ifname" up
 trap - ERR
-echo "created TAP $ifname ($cidr) for user $user$where"
+echo "created TAP $ifname (${cidrs[*]}) for user $user$where"

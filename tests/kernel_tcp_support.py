@@ -198,10 +198,10 @@ print(json.dumps({"ok": results.count("ok"),
                   "errors": sorted({r for r in results if r != "ok"})}))
 """
 
-#: argv: host port. Connect and report what happened.
+#: argv: host port (IPv4 or IPv6). Connect and report what happened.
 CONNECT = r"""
 import json, socket, sys
-s = socket.socket()
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
 s.settimeout(10)
 try:
     s.connect((sys.argv[1], int(sys.argv[2])))

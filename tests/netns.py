@@ -365,6 +365,21 @@ class NetNamespace:
             path = f"/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"
             self.run(*self.python(f"open({path!r}, 'w').write('1')"))
 
+    def enable_ipv6(self, ifname: str, *, accept_ra: bool = False,
+                    accept_dad: bool = True) -> None:
+        """Undo ``disable_ipv6``: the kernel makes its link-local address on
+        ``ifname`` (tentative for about a second unless ``accept_dad`` is
+        False) and answers neighbour discovery; router advertisements are
+        ignored unless ``accept_ra``."""
+        settings = {"accept_ra": int(accept_ra), "accept_dad": int(accept_dad),
+                    "disable_ipv6": 0}  # in this order: disable_ipv6=0 makes the address
+        for key, value in settings.items():
+            if shutil.which("sysctl"):
+                self.run("sysctl", "-q", "-w", f"net/ipv6/conf/{ifname}/{key}={value}")
+            else:
+                path = f"/proc/sys/net/ipv6/conf/{ifname}/{key}"
+                self.run(*self.python(f"open({path!r}, 'w').write('{value}')"))
+
     def move_link(self, ifname: str, cidr: str | None) -> None:
         """Move ``ifname`` here, address it with ``cidr`` (the kernel
         peer's address, e.g. "10.98.0.1/24") and bring it up, IPv6 off."""
@@ -425,9 +440,18 @@ def checksum(data):
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
 
-sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
-# Let the kernel fragment requests bigger than the path MTU (RFC 791).
-sock.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT
+V6 = ":" in host
+if V6:
+    # ICMPv6: the kernel fills in the checksum (RFC 3542 3.1) and hands
+    # replies over without the IPv6 header.
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+    sock.setsockopt(socket.IPPROTO_IPV6, 23, 0)  # IPV6_MTU_DISCOVER = IPV6_PMTUDISC_DONT
+    REQUEST, REPLY = 128, 129
+else:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+    # Let the kernel fragment requests bigger than the path MTU (RFC 791).
+    sock.setsockopt(socket.IPPROTO_IP, 10, 0)  # IP_MTU_DISCOVER = IP_PMTUDISC_DONT
+    REQUEST, REPLY = 8, 0
 sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
 ident = os.getpid() & 0xFFFF
 payload = bytes(i & 0xFF for i in range(size))
@@ -437,9 +461,9 @@ next_send = time.monotonic()
 deadline = None
 
 def send(seq):
-    hdr = struct.pack("!BBHHH", 8, 0, 0, ident, seq)
-    csum = checksum(hdr + payload)
-    sock.sendto(struct.pack("!BBHHH", 8, 0, csum, ident, seq) + payload, (host, 0))
+    hdr = struct.pack("!BBHHH", REQUEST, 0, 0, ident, seq)
+    csum = 0 if V6 else checksum(hdr + payload)
+    sock.sendto(struct.pack("!BBHHH", REQUEST, 0, csum, ident, seq) + payload, (host, 0))
     sent_at[seq] = time.monotonic()
 
 seq = 0
@@ -463,14 +487,13 @@ while True:
     if not ready:
         continue
     data = sock.recv(65535)
-    ihl = (data[0] & 0x0F) * 4
-    icmp = data[ihl:]
+    icmp = data if V6 else data[(data[0] & 0x0F) * 4:]
     if len(icmp) < 8:
         continue
     typ, code, _csum, rid, rseq = struct.unpack("!BBHHH", icmp[:8])
-    if typ != 0 or rid != ident or rseq not in sent_at:
+    if typ != REPLY or rid != ident or rseq not in sent_at:
         continue
-    if checksum(icmp) != 0 or icmp[8:] != payload:
+    if (not V6 and checksum(icmp) != 0) or icmp[8:] != payload:
         print(json.dumps({"corrupt": rseq}), flush=True)
         continue
     rtt = time.monotonic() - sent_at.pop(rseq)
@@ -525,6 +548,8 @@ async def kernel_ping(
 
     Uses the ``ping`` binary when present (``use_ping=None``), else (or with
     ``use_ping=False``) a raw ICMP socket snippet run inside the namespace.
+    An IPv6 ``host`` (link-local with its scope: "fe80::1%tap0") is pinged
+    with ICMPv6 either way.
     Losing every reply is a result, not an error.
     """
     if count < 1 or size < 0 or interval <= 0 or timeout <= 0:

@@ -89,9 +89,12 @@ async def test_stack_lifecycle_errors():
     ("224.0.0.1/24", "cannot be a host"),
     ("0.0.0.0/8", "cannot be a host"),
     ("255.255.255.255/32", "cannot be a host"),
-    ("::1/128", "not an IPv4 address"),
+    ("::1/128", "loopback address"),  # RFC 4291 2.5.3
+    ("fd00::/64", "subnet-router anycast"),  # RFC 4291 2.6.1
+    ("ff02::1/64", "cannot be a host"),
     ("10.0.0.2/33", "address"),
-    (None, "address"),
+    ("10.0.0.2", "with a prefix"),
+    (17, "address"),
 ])
 def test_add_interface_bad_address(address, match):
     a, _ = virtual_cable()

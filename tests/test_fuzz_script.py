@@ -1,6 +1,6 @@
-"""scripts/fuzz.py: the full 1,000,000-frame run (about 35 s here), a short
-real-clock run, and proof that its accounting catches a frame lost without
-a count."""
+"""scripts/fuzz.py: the full 1,000,000-frame run (about 35 s here; IPv4 and,
+a tenth of the frames, IPv6), a short real-clock run, and proof that its
+accounting catches a frame (of either family) lost without a count."""
 
 from __future__ import annotations
 
@@ -39,10 +39,24 @@ def test_full_fuzz_run_passes():
     # The run reached every layer: drops of each kind, and frames accepted by each.
     for reason in ("ethernet.truncated", "ipv4.bad_checksum", "ipv4.fragment_overlap",
                    "ipv4.reassembly_full", "tcp.bad_option", "udp.bad_checksum",
-                   "icmp.bad_checksum", "arp.unsupported"):
+                   "icmp.bad_checksum", "arp.unsupported",
+                   # IPv6: the header, extension headers and options, fragments,
+                   # ICMPv6, UDP's mandatory checksum, neighbour discovery.
+                   "ipv6.truncated", "ipv6.bad_version", "ipv6.unknown_option",
+                   "ipv6.bad_padding", "ipv6.routing_type0", "ipv6.misplaced_hop_by_hop",
+                   "ipv6.too_many_headers", "ipv6.fragment_overlap", "ipv6.reassembly_full",
+                   "icmpv6.bad_checksum", "icmpv6.bad_option", "udp.zero_checksum",
+                   "icmp6.nd_not_on_link", "ndp.not_our_target"):
         assert f"drop.{reason}" in done.stdout, reason
-    for kind in ("tcp ", "udp ", "icmp ", "arp: queued", "ipv4 fragment: held"):
+    for kind in ("tcp ", "udp ", "icmp ", "arp: queued", "ipv4 fragment: held",
+                 "tcp6 ", "udp6 ", "icmp6 ", "ipv6 fragment: held", "icmp6: reassembled"):
         assert kind in done.stdout, kind
+    # The victim answered IPv6 and took neighbour discovery messages in.
+    for counter in ("ipv6.reassembled", "icmp6.tx_echo_reply", "icmp6.tx_error",
+                    "ndp.rx_solicitation", "ndp.rx_advertisement", "ndp.rx_router_advertisement",
+                    "ndp.tx_advertisement"):
+        found = re.search(rf"{re.escape(counter)} ([\d,]+)", done.stdout)
+        assert found and int(found.group(1).replace(",", "")) > 0, counter
 
 
 def test_fuzz_on_the_real_clock():
@@ -51,14 +65,15 @@ def test_fuzz_on_the_real_clock():
     assert "PASS: 30,000 frames" in done.stdout
 
 
-def test_accounting_catches_a_frame_lost_without_a_count(monkeypatch, capsys):
+@pytest.mark.parametrize("ethertype", [b"\x08\x00", b"\x86\xdd"], ids=["ipv4", "ipv6"])
+def test_accounting_catches_a_frame_lost_without_a_count(monkeypatch, capsys, ethertype):
     """A stack that silently swallows some frames fails the fuzz run."""
     fuzz = load_script()
     original = trionet.interface.Interface.handle_frame
     seen = [0]
 
     def lossy(self, frame):
-        if self.name == "eth1" and frame[12:14] == b"\x08\x00":
+        if self.name == "eth1" and frame[12:14] == ethertype:
             seen[0] += 1
             if seen[0] % 97 == 0:
                 return  # gone, no count

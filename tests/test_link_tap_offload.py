@@ -17,7 +17,7 @@ import os
 import random
 import struct
 from collections import Counter
-from ipaddress import IPv4Address
+from ipaddress import IPv4Address, IPv6Address
 
 import attrs
 import pytest
@@ -28,6 +28,7 @@ from trionet import wire
 from trionet.link import Capture, Link, TapLink, read_pcap
 from trionet.link import tap as tap_module
 from trionet.tcp.socket import send_coalesced
+from trionet.wire.ipv6 import build_router_alert_header
 from trionet.wire.checksum import ones_complement_sum, pseudo_header_sum
 from trionet.wire.tcp import ACK, CWR, FIN, PSH, SYN, TcpHeader, TcpOptions, build_tcp, parse_tcp
 
@@ -224,6 +225,79 @@ def test_gso_is_refused_for_anything_but_tcp():
     icmp = ip_frame(wire.PROTO_ICMP, wire.build_icmpv4(wire.IcmpMessage.echo_request(1, 2, b"")))
     for frame in (udp, arp, icmp, bytes(10)):
         assert tap_module._offload_iov(frame, 1000) is None
+
+
+# --- IPv6: the same jobs, with IPv6's pseudo-header (RFC 8200 8.1) ------------
+
+SRC6 = IPv6Address("fd00::1")
+DST6 = IPv6Address("fd00::2")
+GSO_TCPV6 = 4
+
+
+def ip6_frame(protocol: int, l4: bytes) -> bytes:
+    return wire.build_ethernet(MAC_B, MAC_A, wire.ETHERTYPE_IPV6,
+                               wire.build_ipv6_plain(SRC6, DST6, protocol, l4))
+
+
+def tcp6_frame(payload: bytes = b"data", *, checksum: bool = False,
+               options: TcpOptions = TcpOptions()) -> bytes:
+    header = TcpHeader(40000, 80, 1000, 2000, ACK | PSH, 512, options=options)
+    return ip6_frame(wire.PROTO_TCP, build_tcp(header, payload, SRC6, DST6,
+                                               compute_checksum=checksum))
+
+
+def test_ipv6_tcp_and_udp_get_needs_csum_with_the_ipv6_pseudo_header():
+    for frame, offset in ((tcp6_frame(b"hello six"), 16),
+                          (ip6_frame(wire.PROTO_UDP, wire.build_udp(
+                              5000, 53, b"query", SRC6, DST6, compute_checksum=False)), 6)):
+        header, data = kernel_takes(tap_module._offload_iov(frame, 0))
+        assert header == (NEEDS_CSUM, 0, 0, 0, 54, offset)
+        assert data[:54] == frame[:54]  # no IPv6 header checksum to fill in
+        ip, body = wire.parse_ipv6(memoryview(complete(header, data))[14:])
+        if offset == 16:
+            assert bytes(parse_tcp(body, ip.src, ip.dst)[1]) == b"hello six"  # checked
+        else:
+            assert bytes(wire.parse_udp(body, ip.src, ip.dst)[1]) == b"query"  # checked
+    # A computed checksum is replaced by the same.
+    frame = tcp6_frame(b"x" * 1000, checksum=True)
+    assert complete(*kernel_takes(tap_module._offload_iov(frame, 0))) == frame
+
+
+def test_ipv6_icmp_and_extension_headers_pass_complete():
+    icmp = wire.build_icmpv6(wire.Icmpv6Message.echo_request(1, 2, b"ping"), SRC6, DST6)
+    for frame in (ip6_frame(wire.PROTO_ICMPV6, icmp),
+                  ip6_frame(0, build_router_alert_header(wire.PROTO_ICMPV6) + icmp)):
+        assert tap_module._offload_iov(frame, 0) == [bytes(10), frame]
+        assert tap_module._offload_iov(frame, 1000) is None  # GSO is for TCP only
+
+
+def test_ipv6_gso_frame_header():
+    frame = tcp6_frame(bytes(4000), options=TcpOptions(timestamps=(1, 2)))
+    header, data = kernel_takes(tap_module._offload_iov(frame, 1428))
+    assert header == (NEEDS_CSUM, GSO_TCPV6, 14 + 40 + 32, 1428, 54, 16)
+    field = int.from_bytes(data[54 + 16:54 + 18], "big")
+    assert field % 0xFFFF == pseudo_header_sum(SRC6, DST6, 6, len(frame) - 54) % 0xFFFF
+
+
+def test_checksums_ok_ipv6():
+    good = tcp6_frame(b"abc", checksum=True)
+    assert tap_module.checksums_ok(good)
+    bad = bytearray(good)
+    bad[-1] ^= 1
+    assert not tap_module.checksums_ok(bytes(bad))
+    icmp = ip6_frame(wire.PROTO_ICMPV6,
+                     wire.build_icmpv6(wire.Icmpv6Message.echo_request(1, 2, b"p"), SRC6, DST6))
+    assert tap_module.checksums_ok(icmp)
+    bad = bytearray(icmp)
+    bad[-1] ^= 1
+    assert not tap_module.checksums_ok(bytes(bad))
+    # RFC 8200 8.1: a zero UDP checksum is not "none" over IPv6.
+    zero = ip6_frame(wire.PROTO_UDP, wire.build_udp(1, 2, b"x", SRC6, DST6,
+                                                    compute_checksum=False))
+    assert not tap_module.checksums_ok(zero)
+    # Extension headers and truncated frames: left to the stack.
+    assert tap_module.checksums_ok(ip6_frame(0, bytes(16)))
+    assert tap_module.checksums_ok(good[:50])
 
 
 # --- what the link checks on frames the kernel did not vouch for -------------

@@ -89,6 +89,7 @@ def test_parse_iputils_output():
 def test_setup_tap_usage_errors():
     for args in ([], ["tap0"], ["tap0", "10.0.0.1/24", "--bogus"],
                  ["tap0", "300.0.0.1/24"], ["tap0", "10.0.0.1/33"],
+                 ["tap0", "10.0.0.1/24", "fd00::1/129"], ["tap0", "10.0.0.1/24", "fd00::1"],
                  ["much-too-long-name", "10.0.0.1/24"],
                  ["tap0", "--delete", "--user", "x"], ["tap0", "10.0.0.1/24", "--netns"]):
         proc = subprocess.run(["bash", SETUP_TAP, *args], capture_output=True, text=True)
@@ -238,15 +239,16 @@ def test_setup_tap_script_inside_namespace():
     tap = netns.unique_name("st")
     with netns.NetNamespace.create("st") as ns:
         env = {**os.environ, "SUDO_USER": "nobody"}
-        proc = subprocess.run(["bash", SETUP_TAP, tap, "10.97.0.1/24", "--netns", ns.name],
-                              capture_output=True, text=True, env=env)
+        proc = subprocess.run(["bash", SETUP_TAP, tap, "10.97.0.1/24", "fd00:97::1/64",
+                               "--netns", ns.name], capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stderr
         assert f"+ ip -n {ns.name} tuntap add dev {tap} mode tap user nobody" in proc.stdout
         details = ns.ip("-d", "link", "show", "dev", tap).stdout
         assert "tun type tap" in details and "persist on" in details
         assert "user nobody" in details or "user 65534" in details
         assert ",UP" in details
-        assert "10.97.0.1/24" in ns.ip("addr", "show", "dev", tap).stdout
+        addresses = ns.ip("addr", "show", "dev", tap).stdout
+        assert "10.97.0.1/24" in addresses and "fd00:97::1/64" in addresses  # both families
         assert not _root_has_link(tap)
 
         again = subprocess.run(["bash", SETUP_TAP, tap, "10.97.0.1/24", "--netns", ns.name],

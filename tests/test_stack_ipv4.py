@@ -317,7 +317,7 @@ def test_add_interface_argument_errors():
     stack = trionet.Stack()
     with pytest.raises(TypeError, match="link"):
         stack.add_interface("eth0", "10.0.0.2/24")
-    for bad in ["10.0.0.300/24", "bogus", "10.0.0.2/33", None]:
+    for bad in ["10.0.0.300/24", "bogus", "10.0.0.2/33", 17]:
         with pytest.raises(ValueError, match="address"):
             stack.add_interface(a, bad)
     with pytest.raises(ValueError, match="gateway"):
@@ -394,14 +394,15 @@ async def test_nic_demux_and_filtering(nursery, autojump_clock):
         request = host.echo_request("10.0.0.1")
         host.send_ip(request, dst_mac=bytes.fromhex("02aabbccddee"))  # another host's MAC
         host.send_ip(request, dst_mac=bytes.fromhex("01005e000001"))  # a multicast group
-        host.send_frame(build_ethernet(STACK_MAC, HOST_MAC, wire.ETHERTYPE_IPV6, bytes(40)))
+        host.send_frame(build_ethernet(STACK_MAC, HOST_MAC, wire.ETHERTYPE_IPV6, bytes(40)))  # version 0
         host.send_frame(build_ethernet(STACK_MAC, HOST_MAC, 0x8100, bytes(46)))  # 802.1Q
         host.send_frame(STACK_MAC + HOST_MAC)  # no ethertype
         await trio.sleep(1)
         assert host.ip_frames() == []
         drops = stack.stats.drops()
         assert drops["ethernet.other_host"] == 1 and drops["ethernet.multicast"] == 1
-        assert drops["ethernet.unknown_type"] == 2 and drops["ethernet.truncated"] == 1
+        assert drops["ethernet.unknown_type"] == 1 and drops["ethernet.truncated"] == 1
+        assert drops["ipv6.bad_version"] == 1
         # To our MAC and to the broadcast MAC: answered.
         host.send_ip(request)
         host.send_ip(host.echo_request("10.0.0.1", seq=2), dst_mac=wire.BROADCAST_MAC)
@@ -451,6 +452,11 @@ async def test_ping_and_udp_with_loss(autojump_clock):
                     answered += 1
                     break
                 except TimeoutError:
+                    lost += 1
+                except OSError as exc:
+                    # Three ARP exchanges lost in a row (about 5% at this
+                    # loss): host unreachable, as on Linux; the next tries again.
+                    assert exc.errno == errno.EHOSTUNREACH
                     lost += 1
             else:
                 pytest.fail("20 pings in a row were lost")

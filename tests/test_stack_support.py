@@ -29,11 +29,17 @@ HOST_MAC = bytes.fromhex("020000000009")
 class RawHost:
     """A host made of a raw ``CableEnd``: tests write and read frames by hand."""
 
-    def __init__(self, end, ip="10.0.0.9", mac: bytes = HOST_MAC, *, answer_arp: bool = True):
+    def __init__(self, end, ip="10.0.0.9", mac: bytes = HOST_MAC, *, answer_arp: bool = True,
+                 ipv6: bool = False):
         self.end = end
         self.ip = IPv4Address(ip)
         self.mac = mac
         self.answer_arp = answer_arp
+        #: An IPv4-only host (``ipv6`` False) keeps the IPv6 frames the stack
+        #: sends by itself (neighbour discovery, MLD reports) apart, in
+        #: ``ipv6_frames``, out of ``frames`` and of the ``receive`` queue.
+        self.ipv6 = ipv6
+        self.ipv6_frames: list[tuple[float, bytes]] = []
         #: Every frame received: (arrival time, frame).
         self.frames: list[tuple[float, bytes]] = []
         self._send, self._receive = trio.open_memory_channel(math.inf)
@@ -48,6 +54,9 @@ class RawHost:
                 return
             now = trio.current_time()
             for frame in batch:
+                if not self.ipv6 and frame[12:14] == b"\x86\xdd":
+                    self.ipv6_frames.append((now, frame))
+                    continue
                 self.frames.append((now, frame))
                 if self.answer_arp:
                     self._maybe_answer_arp(frame)

@@ -344,7 +344,7 @@ def test_every_udp_bit_flip_detected(eth_frame):
 
 
 @pytest.mark.parametrize("eth_frame", IPV4_CAPTURES)
-def test_ipv4_truncated_at_every_length(eth_frame):
+def test_captured_ipv4_truncated_at_every_length(eth_frame):
     packet = eth_frame[14:]
     for length in range(len(packet)):
         with pytest.raises(WireError) as info:
@@ -353,7 +353,7 @@ def test_ipv4_truncated_at_every_length(eth_frame):
 
 
 @pytest.mark.parametrize("eth_frame", ICMP_CAPTURES)
-def test_icmp_truncated_at_every_length(eth_frame):
+def test_captured_icmp_truncated_at_every_length(eth_frame):
     message = bytes(ip_payload(eth_frame))
     for length in range(len(message)):
         with pytest.raises(WireError) as info:
@@ -362,7 +362,7 @@ def test_icmp_truncated_at_every_length(eth_frame):
 
 
 @pytest.mark.parametrize("eth_frame", [TAP_UDP4_FRAME, TAP_UDP4_EMPTY_FRAME, LO_UDP_FRAME])
-def test_udp_truncated_at_every_length(eth_frame):
+def test_captured_udp_truncated_at_every_length(eth_frame):
     ip, payload = parse_ipv4(eth_frame[14:])
     segment = bytes(payload)
     for length in range(len(segment)):

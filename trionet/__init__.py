@@ -13,11 +13,15 @@ __version__ = "0.1.0"
 
 #: Public name -> the module that defines it.
 _EXPORTS = {
+    "AddressState": "trionet.interface.addresses",
     "ArpConfig": "trionet.interface.arp",
+    "AutoconfConfig": "trionet.interface.autoconf",
     "Capture": "trionet.link.capture",
     "Interface": "trionet.interface.interface",
+    "InterfaceAddress": "trionet.interface.addresses",
     "Listener": "trionet.tcp.listener",
     "LoopbackLink": "trionet.link.loopback",
+    "NdpConfig": "trionet.interface.ndp",
     "ReassemblyConfig": "trionet.network.fragments",
     "Route": "trionet.network.routes",
     "Stack": "trionet.api.stack",

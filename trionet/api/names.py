@@ -5,7 +5,7 @@ it has one, its resolver). Numeric hosts never leave the process."""
 from __future__ import annotations
 
 import socket as stdlib
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Callable, Iterable, MutableMapping
 from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
@@ -94,15 +94,22 @@ def service_port(port: Any, socktype: int) -> int:
 
 
 def address_infos(addresses: Iterable[IPAddress], port: int, family: int, socktype: int,
-                  proto: int, canonname: str = "") -> list[tuple]:
-    """The 5-tuples socket.getaddrinfo returns for these addresses."""
+                  proto: int, canonname: str = "",
+                  scope_index: Callable[[str], int] = lambda name: 0) -> list[tuple]:
+    """The 5-tuples socket.getaddrinfo returns for these addresses (an IPv6
+    one with a scope: "fe80::1%eth0" and the interface's index as
+    ``scope_id``, from ``scope_index``)."""
     kinds = [socktype] if socktype else [stdlib.SOCK_STREAM, stdlib.SOCK_DGRAM]
     infos = []
     for address in addresses:
         fam = _FAMILY_OF[address.version]
         if family not in (0, stdlib.AF_UNSPEC) and family != fam:
             continue
-        sockaddr = (str(address), port) if fam == stdlib.AF_INET else (str(address), port, 0, 0)
+        if fam == stdlib.AF_INET:
+            sockaddr = (str(address), port)
+        else:
+            scope = address.scope_id
+            sockaddr = (str(address), port, 0, scope_index(scope) if scope else 0)
         for kind in kinds:
             infos.append((stdlib.AddressFamily(fam), stdlib.SocketKind(kind),
                           proto or _SOCKTYPE_PROTO.get(kind, 0), canonname, sockaddr))
@@ -132,16 +139,35 @@ async def getaddrinfo(stack, host, port, family: int = 0, type: int = 0, proto: 
             addresses.insert(0, IPv6Address(0) if wildcard else IPv6Address(1))
         return address_infos(addresses, number, family, type, proto)
     try:
-        addresses = [ip_address(host.split("%", 1)[0])]
+        address = ip_address(host)
     except ValueError:
         if flags & stdlib.AI_NUMERICHOST:
             raise _no_name(host) from None
         addresses = await resolve(stack, host)
+    else:
+        if address.version == 6 and address.scope_id is not None:
+            address = _with_named_scope(stack, address)
+        addresses = [address]
     infos = address_infos(addresses, number, family, type, proto,
-                          host if flags & stdlib.AI_CANONNAME else "")
+                          host if flags & stdlib.AI_CANONNAME else "",
+                          stack.network.interface_index)
     if not infos:
         raise stdlib.gaierror(stdlib.EAI_ADDRFAMILY, "Address family for hostname not supported")
     return infos
+
+
+def _with_named_scope(stack, address: IPv6Address) -> IPv6Address:
+    """"fe80::1%2" (an index, as the C library takes it) as "fe80::1%eth1";
+    EAI_NONAME for an interface the stack does not have."""
+    scope = address.scope_id
+    if scope.isdigit():
+        name = stack.network.interface_name(int(scope))
+        if name is None:
+            raise _no_name(str(address))
+        return IPv6Address(f"{IPv6Address(int(address))}%{name}")
+    if stack.network.interface_index(scope) == 0:
+        raise _no_name(str(address))
+    return address
 
 
 async def resolve(stack, name: str) -> list[IPAddress]:

@@ -26,6 +26,7 @@ import itertools
 import os
 import socket as stdlib
 from collections.abc import Iterator
+from ipaddress import IPv4Address, IPv6Address, ip_address
 from typing import Any
 
 import trio
@@ -33,7 +34,7 @@ import trio
 from ..tcp.config import SYN_RECEIVED
 from ..tcp.listener import Listener
 from ..tcp.socket import TcpSocket
-from ..transport.udp import MAX_UDP_PAYLOAD, UdpSocket
+from ..transport.udp import MAX_UDP6_PAYLOAD, MAX_UDP_PAYLOAD, UdpSocket
 from ..validate import IPAddress
 
 #: The stack whose sockets the current context uses (None: the kernel's).
@@ -292,12 +293,27 @@ class _SocketBase(trio.socket.SocketType):
 
     def _sockaddr(self, address, port: int):
         """A Python sockaddr for this family: (host, port) or, for IPv6,
-        (host, port, 0, 0)."""
-        host = "0.0.0.0" if address is None and self._family == stdlib.AF_INET else (
-            "::" if address is None else str(address))
-        if self._family == stdlib.AF_INET6:
-            return (host, port, 0, 0)
-        return (host, port)
+        (host, port, flowinfo 0, scope id): a link-local host carries its
+        interface ("fe80::1%eth0", and its index as scope id), an IPv4 peer
+        of a dual-stack socket is IPv4-mapped (RFC 4291 2.5.5.2)."""
+        if self._family != stdlib.AF_INET6:
+            return ("0.0.0.0" if address is None else str(address), port)
+        if address is None:
+            return ("::", port, 0, 0)
+        if address.version == 4:
+            return (f"::ffff:{address}", port, 0, 0)
+        scope = address.scope_id
+        return (str(address), port, 0, self._stack.network.interface_index(scope) if scope else 0)
+
+    def _v6only(self) -> bool:
+        return bool(self._options.get((stdlib.IPPROTO_IPV6, stdlib.IPV6_V6ONLY)))
+
+    def _wildcard(self):
+        """What "any address" binds to here: every IPv4 address (AF_INET),
+        every IPv6 one (AF_INET6 with IPV6_V6ONLY) or both (None)."""
+        if self._family == stdlib.AF_INET:
+            return IPv4Address(0)
+        return IPv6Address(0) if self._v6only() else None
 
     async def _resolve(self, address, *, local: bool) -> tuple[IPAddress | None, int]:
         """(ip or None for "any", port) from a sockaddr tuple; names go
@@ -314,9 +330,10 @@ class _SocketBase(trio.socket.SocketType):
         if host == "" or host is None:
             if not local:
                 raise _error(errno.EINVAL, "no destination address")
-            return None, self._port(port)
+            return self._wildcard(), self._port(port)
         if host == "<broadcast>":
             host = "255.255.255.255"
+        scope_id = address[3] if len(address) == 4 else 0
         try:
             ip = _parse_numeric(host, family)
         except ValueError:
@@ -326,11 +343,34 @@ class _SocketBase(trio.socket.SocketType):
             if not infos:
                 raise stdlib.gaierror(stdlib.EAI_NONAME, "Name or service not known") from None
             sockaddr = infos[0][4]
-            return _parse_numeric(sockaddr[0], family), sockaddr[1]
+            ip, port = _parse_numeric(sockaddr[0], family), sockaddr[1]
+            scope_id = sockaddr[3] if len(sockaddr) == 4 else 0
         port = self._port(port)
+        if ip.version == 6:
+            ip = self._with_scope(ip, scope_id)
         if ip.is_unspecified and local:
-            return None, port
+            return self._wildcard(), port
         return ip, port
+
+    def _with_scope(self, ip, scope_id: int):
+        """A link-local IPv6 address with its interface (from the host's
+        "%name" or the sockaddr's scope id); an IPv4-mapped one as the IPv4
+        address it stands for."""
+        mapped = ip.ipv4_mapped
+        if mapped is not None:
+            if self._v6only():
+                raise _error(errno.ENETUNREACH, f"{ip}: an IPV6_V6ONLY socket")
+            return mapped
+        if ip.scope_id is not None and ip.scope_id.isdigit():  # "fe80::1%2": an index
+            scope_id, ip = int(ip.scope_id), IPv6Address(int(ip))
+        if ip.scope_id is None and scope_id:
+            name = self._stack.network.interface_name(scope_id)
+            if name is None:
+                name = _kernel_interface_name(self._stack, scope_id)
+            if name is None:
+                raise _error(errno.ENODEV, f"no interface with index {scope_id}")
+            ip = IPv6Address(f"{ip}%{name}")
+        return ip
 
     @staticmethod
     def _port(port) -> int:
@@ -423,14 +463,24 @@ _DEFAULT_OPTIONS = {
     (stdlib.SOL_SOCKET, stdlib.SO_KEEPALIVE): 0,
     (stdlib.SOL_SOCKET, stdlib.SO_BROADCAST): 0,
     (stdlib.IPPROTO_TCP, stdlib.TCP_NODELAY): 0,
+    (stdlib.IPPROTO_IPV6, stdlib.IPV6_V6ONLY): 0,  # Linux's net.ipv6.bindv6only
 }
 
 
-def _parse_numeric(host: str, family: int):
-    from ipaddress import IPv4Address, IPv6Address, ip_address
+def _kernel_interface_name(stack, index: int) -> str | None:
+    """Trio parses numeric hosts with the kernel's getaddrinfo, which turns
+    "fe80::1%eth0" into the *kernel's* index of eth0: the stack's interface
+    of that name, if it has one."""
+    try:
+        name = stdlib.if_indextoname(index)
+    except OSError:
+        return None
+    return name if stack.network.interface_index(name) else None
 
-    if "%" in host:
-        host = host.split("%", 1)[0]
+
+def _parse_numeric(host: str, family: int):
+    """A numeric host of ``family`` (an IPv6 one keeps its "%scope");
+    ValueError for a name."""
     address = ip_address(host)
     if family == stdlib.AF_INET and not isinstance(address, IPv4Address):
         raise stdlib.gaierror(stdlib.EAI_ADDRFAMILY, "Address family for hostname not supported")
@@ -486,8 +536,12 @@ class TcpSocketType(_SocketBase):
         if self._bound is not None or self._conn is not None:
             raise _error(errno.EINVAL, "already bound")
         tcp = self._stack.tcp
-        if ip is not None and not self._stack.is_local_address(ip):
-            raise _error(errno.EADDRNOTAVAIL, f"{ip} is not an address of this stack")
+        if ip is not None and not ip.is_unspecified:
+            try:
+                ip = self._stack.network.bind_address(ip, "address")
+            except OSError:
+                raise _error(errno.EADDRNOTAVAIL, f"{ip} is not an address of this stack") \
+                    from None
         if port == 0:
             port = tcp.ports.allocate(ip, None, 0, lambda p: tcp.port_in_use(ip, p))
         elif self._port_taken(ip, port):
@@ -499,8 +553,7 @@ class TcpSocketType(_SocketBase):
         if self._options.get((stdlib.SOL_SOCKET, stdlib.SO_REUSEADDR)):
             # SO_REUSEADDR: only a listener holds the port (TIME-WAIT and
             # other connections do not, as on Linux).
-            return (ip, port) in tcp.listeners or (None, port) in tcp.listeners or (
-                ip is None and any(p == port for _, p in tcp.listeners))
+            return tcp.listener_conflicts(ip, port)
         return tcp.port_in_use(ip, port)
 
     def getsockname(self):
@@ -556,7 +609,9 @@ class TcpSocketType(_SocketBase):
             return
         tcp = self._stack.tcp
         if self._bound is None:
-            self._bound = (None, tcp.ports.allocate(None, None, 0, lambda p: tcp.port_in_use(None, p)))
+            any_address = self._wildcard()
+            self._bound = (any_address, tcp.ports.allocate(
+                any_address, None, 0, lambda p: tcp.port_in_use(any_address, p)))
         ip, port = self._bound
         self._listener = Listener(tcp, port, ip, max(1, min(int(backlog), _LISTEN_BACKLOG_MAX)))
 
@@ -764,6 +819,8 @@ class UdpSocketType(_SocketBase):
         self._udp: UdpSocket | None = None
         self._peer: tuple[IPAddress, int] | None = None
         self._pending_error = 0
+        #: The scope of a receive in progress: an ICMP error cancels it.
+        self._recv_scope: trio.CancelScope | None = None
 
     def _describe(self) -> str:
         if self._udp is None:
@@ -773,7 +830,7 @@ class UdpSocketType(_SocketBase):
 
     async def _bind_to(self, ip, port: int) -> None:
         try:
-            sock = await self._stack.udp.open(port, ip)
+            sock = await self._stack.udp.open(port, ip, v6only=self._v6only())
         except OSError as exc:
             raise _error(exc.errno or errno.EADDRINUSE, str(exc)) from None
         if self._closed:
@@ -792,13 +849,16 @@ class UdpSocketType(_SocketBase):
 
     async def _ensure_bound(self) -> UdpSocket:
         if self._udp is None:
-            await self._bind_to(None, 0)  # as Linux: an ephemeral port, every address
+            # As Linux: an ephemeral port, every address (of the family).
+            await self._bind_to(self._wildcard(), 0)
         return self._udp
 
     def _on_icmp_error(self, code: int, peer) -> None:
         # Linux reports ICMP errors on connected UDP sockets only.
         if self._peer is not None and peer == self._peer:
             self._pending_error = code
+            if self._recv_scope is not None:
+                self._recv_scope.cancel()  # the waiting receive reports it now
 
     def _raise_pending(self) -> None:
         code, self._pending_error = self._pending_error, 0
@@ -817,7 +877,7 @@ class UdpSocketType(_SocketBase):
         if self._bound is None:
             return self._sockaddr(None, 0)
         ip, port = self._bound
-        if ip is None and self._peer is not None:
+        if (ip is None or ip.is_unspecified) and self._peer is not None:
             try:
                 ip = self._stack.path_to(self._peer[0]).source
             except OSError:
@@ -849,7 +909,7 @@ class UdpSocketType(_SocketBase):
 
     async def _send_to(self, data, ip, port: int) -> int:
         data = bytes(memoryview(data).cast("B"))
-        if len(data) > MAX_UDP_PAYLOAD:
+        if len(data) > (MAX_UDP_PAYLOAD if ip.version == 4 else MAX_UDP6_PAYLOAD):
             raise _error(errno.EMSGSIZE)
         if port == 0:
             raise _error(errno.EINVAL, "port 0")
@@ -869,11 +929,17 @@ class UdpSocketType(_SocketBase):
             sock = await self._ensure_bound()
             while True:
                 self._raise_pending()
-                try:
-                    data, (host, port) = await sock.recvfrom()
-                except trio.ClosedResourceError:
-                    raise self._closed_while_waiting() from None
-                source = _parse_numeric(host, self._family)
+                with trio.CancelScope() as scope:
+                    self._recv_scope = scope
+                    try:
+                        data, (host, port) = await sock.recvfrom()
+                    except trio.ClosedResourceError:
+                        raise self._closed_while_waiting() from None
+                    finally:
+                        self._recv_scope = None
+                if scope.cancelled_caught:
+                    continue  # an ICMP error came: raised above
+                source = ip_address(host)
                 if self._peer is None or (source, port) == self._peer:
                     return data[:bufsize], self._sockaddr(source, port)
 

@@ -9,6 +9,7 @@ per TCP connection.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -18,7 +19,7 @@ from typing import Any
 
 import trio
 
-from ..interface import ArpConfig, Interface
+from ..interface import ArpConfig, AutoconfConfig, Interface, NdpConfig
 from ..link.base import Link
 from ..network import NetworkLayer, Path, ReassemblyConfig, Route
 from ..stats import Stats
@@ -27,7 +28,7 @@ from ..tcp.listener import Listener
 from ..tcp.stream import Stream
 from ..transport.ports import EphemeralPortAllocator
 from ..transport.udp import MAX_UDP_PAYLOAD, UdpLayer, UdpSocket
-from ..validate import (IPAddress, check_int, check_number, check_port, check_seconds,
+from ..validate import (check_int, check_number, check_port, check_seconds,
                         parse_address)
 from . import names
 from .names import HostsTable
@@ -52,6 +53,7 @@ def _check_options(*, forwarding, arp, reassembly, icmp_error_rate, icmp_error_b
             raise TypeError(f"reassembly must be a trionet.ReassemblyConfig, not "
                             f"{type(reassembly).__name__}")
         check_seconds(reassembly.timeout, "reassembly.timeout", positive=True)
+        check_seconds(reassembly.ipv6_timeout, "reassembly.ipv6_timeout", positive=True)
         check_int(reassembly.max_bytes, "reassembly.max_bytes", 0)
         check_int(reassembly.max_fragments, "reassembly.max_fragments", 1)
     rate = check_number(icmp_error_rate, "icmp_error_rate")
@@ -77,11 +79,17 @@ class Stack:
                  reassembly: ReassemblyConfig | None = None, icmp_error_rate: float = 1000.0,
                  icmp_error_burst: int = 50, udp_queue_size: int = 256, seed: int | None = None,
                  close_timeout: float = 2.0, max_connections: int = 65536,
-                 stats: Stats | None = None, name: str | None = None):
+                 stats: Stats | None = None, name: str | None = None,
+                 ndp: NdpConfig | None = None, autoconf: AutoconfConfig | None = None):
         _check_options(forwarding=forwarding, arp=arp, reassembly=reassembly,
                        icmp_error_rate=icmp_error_rate, icmp_error_burst=icmp_error_burst,
                        udp_queue_size=udp_queue_size, close_timeout=close_timeout,
                        max_connections=max_connections)
+        if ndp is not None and not isinstance(ndp, NdpConfig):
+            raise TypeError(f"ndp must be a trionet.NdpConfig, not {type(ndp).__name__}")
+        if autoconf is not None and not isinstance(autoconf, AutoconfConfig):
+            raise TypeError(f"autoconf must be a trionet.AutoconfConfig, not "
+                            f"{type(autoconf).__name__}")
         if name is not None and not isinstance(name, str):
             raise TypeError(f"name must be a str, not {type(name).__name__}")
         #: A name for logs (the host's, in a simulated network).
@@ -99,7 +107,9 @@ class Stack:
         #: The network layer: interfaces, routes, IPv4, ICMP.
         self.network = NetworkLayer(self.stats, rng, forwarding=forwarding, arp=arp,
                                     reassembly=reassembly, icmp_error_rate=icmp_error_rate,
-                                    icmp_error_burst=icmp_error_burst)
+                                    icmp_error_burst=icmp_error_burst, ndp=ndp,
+                                    autoconf=autoconf,
+                                    secret=hashlib.blake2s(b"trionet ipv6 " + secret).digest())
         self.udp = UdpLayer(self.network, self.stats,
                             EphemeralPortAllocator(secret=rng.randbytes(32)),
                             queue_size=udp_queue_size)
@@ -193,25 +203,35 @@ class Stack:
             raise TypeError(f"forwarding must be a bool, not {type(value).__name__}")
         self.network.forwarding = value
 
-    def add_interface(self, link: Link, address: Any, *, gateway: Any = None,
+    def add_interface(self, link: Link, address: Any = None, *, gateway: Any = None,
                       mac: bytes | str | None = None, name: str | None = None) -> Interface:
-        """Attach ``link`` with ``address`` ("10.0.0.2/24"); a connected route
-        to its network is added, and a default route via ``gateway`` if given."""
+        """Attach ``link`` with ``address`` ("10.0.0.2/24" or "fd00::2/64";
+        more with ``interface.add_address``); a connected route to its
+        network is added, and a default route via ``gateway`` if given (an
+        IPv6 router is usually link-local: "fe80::1"). An Ethernet link also
+        gets an IPv6 link-local address (RFC 7217, from the stack's seed)
+        and takes addresses from router advertisements (SLAAC, RFC 4862);
+        new IPv6 addresses are tentative until duplicate address detection
+        passes (``interface.addresses`` shows their state)."""
         return self.network.add_interface(link, address, gateway=gateway, mac=mac, name=name)
 
     def add_route(self, network: Any, *, gateway: Any = None, interface: Interface | None = None,
                   metric: int = 0) -> Route:
-        """Route ``network`` via ``gateway`` (or directly on ``interface``)."""
+        """Route ``network`` via ``gateway`` (or directly on ``interface``);
+        a link-local IPv6 gateway needs ``interface`` or a scope
+        ("fe80::1%eth0")."""
         return self.network.add_route(network, gateway=gateway, interface=interface,
                                       metric=metric)
 
-    def path_to(self, dst: IPAddress) -> Path:
+    def path_to(self, dst: Any) -> Path:
         """The interface, next hop and source address for ``dst``;
         OSError(ENETUNREACH) when no route leads there."""
-        return self.network.path_to(dst)
+        return self.network.path_to(self.network.scoped(parse_address(dst, "dst")))
 
-    def is_local_address(self, address: IPAddress) -> bool:
-        return self.network.is_local_address(address)
+    def is_local_address(self, address: Any) -> bool:
+        """Whether ``address`` (text or an ``ipaddress`` object; a link-local
+        one with its scope) is a usable address of this stack."""
+        return self.network.is_local_address(self.network.scoped(parse_address(address)))
 
     def tasks(self) -> list[trio.lowlevel.Task]:
         """Every task the stack runs (at any depth), for introspection."""
@@ -248,15 +268,16 @@ class Stack:
 
     def socket_families(self) -> frozenset[int]:
         """The address families this stack has sockets for (``use_stack``)."""
-        return frozenset({socket.AF_INET})
+        return frozenset({socket.AF_INET, socket.AF_INET6})
 
     # --- ICMP -----------------------------------------------------------------
 
     async def ping(self, host: Any, *, size: int = 56, timeout: float = 1.0,
                    ttl: int = 64) -> float:
-        """Send one ICMP echo request of ``size`` data bytes with ``ttl``;
-        return the round trip in seconds. TimeoutError without a reply;
-        OSError when an ICMP error comes back."""
+        """Send one ICMP (or ICMPv6) echo request of ``size`` data bytes with
+        ``ttl`` (the hop limit); return the round trip in seconds.
+        TimeoutError without a reply; OSError when an ICMP error comes back.
+        A link-local IPv6 host takes its interface: "fe80::1%eth0"."""
         dst = parse_address(host, "host")
         check_int(size, "size", 0, MAX_UDP_PAYLOAD)
         check_seconds(timeout, "timeout", positive=True, allow_inf=True)
@@ -267,7 +288,9 @@ class Stack:
     # --- UDP ----------------------------------------------------------------
 
     async def open_udp_socket(self, local_port: int = 0, *, local_address: Any = None) -> UdpSocket:
-        """A UDP socket bound to ``local_port`` (0: a random free port)."""
+        """A UDP socket bound to ``local_port`` (0: a random free port) on
+        ``local_address``: None or "::" for every address of both families,
+        "0.0.0.0" for every IPv4 one, or one of the stack's."""
         return await self.udp.open(local_port, local_address)
 
     # --- TCP ---------------------------------------------------------------------
@@ -283,7 +306,8 @@ class Stack:
     async def open_tcp_listeners(self, port: int, *, host: Any = None,
                                  backlog: int | None = None) -> list[Listener]:
         """A list with one ``trionet.Listener`` on ``port`` (0: a free port),
-        on ``host`` or on every address of the stack."""
+        on ``host`` or (None, or "::") on every address of the stack, of
+        both families ("0.0.0.0": every IPv4 one)."""
         self._check_running()
         check_port(port, "port")
         address = self.network.bind_address(host, "host")

@@ -1,73 +1,41 @@
-"""A network interface: the NIC task reading its link, its addresses, and
-the ARP resolver task.
+"""A network interface: the NIC task reading its link, its addresses, the
+ARP resolver task, and (on an Ethernet link) IPv6 neighbour discovery and
+address configuration (``discovery.Ipv6Neighbours``).
 
 The interface knows nothing of the layers above it. The network layer hands
 it what it needs when it makes it: the ``stats`` counter, one receive
-callable per EtherType (``receivers``) and callbacks for "the link went
-down" and "these packets found no neighbour" (``Callbacks``).
+callable per EtherType (``receivers``) and callbacks (``Callbacks``) for
+what it must know: the link went down, packets found no neighbour, an
+address came, changed or went, a router or an on-link prefix came or went.
 """
 
 from __future__ import annotations
 
-import enum
 import logging
 from collections.abc import Callable
-from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
+from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface, IPv6Network
 
 import attrs
 import trio
 
 from ..link.base import Link
+from ..link.loopback import LoopbackLink
 from ..stats import Stats
 from ..wire.arp import ARP_REPLY, ARP_REQUEST, ArpPacket, parse_arp
 from ..wire.errors import WireError
 from ..wire.ethernet import (BROADCAST_MAC, ETH_HEADER_LEN, ETHERTYPE_ARP, ETHERTYPE_IPV4,
-                             build_ethernet, mac_to_str)
+                             ETHERTYPE_IPV6, build_ethernet, mac_to_str)
+from ..wire.icmpv6 import multicast_mac
+from .addresses import USABLE, AddressState, InterfaceAddress, parse_host_address
 from .arp import ArpCache, ArpConfig
+from .autoconf import AutoconfConfig
+from .discovery import Ipv6Neighbours, unscoped
+from .ndp import NdpConfig
 
 log = logging.getLogger("trionet.interface")
 
 _ZERO_MAC = bytes(6)
-
-
-class AddressState(enum.Enum):
-    """An address's life (RFC 4862 5.5.4 names them; IPv4 addresses are
-    preferred from the start)."""
-    TENTATIVE = "tentative"
-    PREFERRED = "preferred"
-    DEPRECATED = "deprecated"
-    DUPLICATE = "duplicate"
-
-
-@attrs.define(slots=True, eq=False)
-class InterfaceAddress:
-    """One address of an interface, with its prefix and state."""
-    interface: IPv4Interface | IPv6Interface
-    state: AddressState = AddressState.PREFERRED
-
-    @property
-    def ip(self):
-        return self.interface.ip
-
-    @property
-    def network(self):
-        return self.interface.network
-
-    @property
-    def version(self) -> int:
-        return self.interface.version
-
-    @property
-    def broadcast(self) -> IPv4Address | None:
-        """The directed broadcast address; None for IPv6 and on /31 and /32,
-        which have none (RFC 3021: both addresses of a /31 are hosts)."""
-        network = self.interface.network
-        if network.version != 4 or network.prefixlen >= 31:
-            return None
-        return network.broadcast_address
-
-    def __repr__(self) -> str:
-        return f"<{self.interface} {self.state.value}>"
+_ALL_NODES = 0xFF020000000000000000000000000001
 
 
 @attrs.frozen(slots=True)
@@ -77,8 +45,24 @@ class Callbacks:
     on_down: Callable[[Interface, BaseException | None], None]
     #: Packets that waited for a neighbour that never answered.
     on_unresolved: Callable[[Interface, list[bytes]], None]
-    #: An address was added to or removed from the interface.
+    #: An address was added (or its state changed: True) or removed (False).
     on_address: Callable[[Interface, InterfaceAddress, bool], None]
+    #: Raises ValueError if the stack has ``address`` already.
+    check_address: Callable[[Interface, IPv4Interface | IPv6Interface], None] = \
+        lambda iface, address: None
+    #: An IPv6 default router (its lifetime in seconds; None: gone, RFC 4861 6.3.4).
+    on_router: Callable[[Interface, IPv6Address, float | None], None] = \
+        lambda iface, router, lifetime: None
+    #: An on-link IPv6 prefix came (True) or went (False).
+    on_prefix: Callable[[Interface, IPv6Network, bool], None] = \
+        lambda iface, network, on_link: None
+    #: A router (the last argument) redirected a destination to a better
+    #: next hop (RFC 4861 8); returns whether it was taken (it must come from
+    #: the destination's current first-hop router, 8.1).
+    on_redirect: Callable[[Interface, IPv6Address, IPv6Address, IPv6Address], bool] = \
+        lambda iface, destination, target, source: False
+    #: Whether the stack forwards (its neighbour advertisements say "router").
+    is_router: Callable[[], bool] = lambda: False
 
 
 class Interface:
@@ -91,10 +75,14 @@ class Interface:
 
     def __init__(self, link: Link, mac: bytes, name: str, *, stats: Stats,
                  receivers: dict[int, Callable], callbacks: Callbacks,
-                 arp_config: ArpConfig | None = None):
+                 arp_config: ArpConfig | None = None, rng=None, secret: bytes = b"",
+                 ndp_config: NdpConfig | None = None,
+                 autoconf_config: AutoconfConfig | None = None):
         self.link = link
         self.mac = mac
         self.name = name
+        #: A number naming the interface (as Linux's ifindex; sockaddr scope ids).
+        self.index = 0
         self.stats = stats
         self.mtu = link.mtu
         self.checksum_offload = link.checksum_offload
@@ -113,6 +101,24 @@ class Interface:
         self.up = True
         self._arp_send, self._arp_receive = trio.open_memory_channel(256)
         self._arp_scope: trio.CancelScope | None = None
+        #: Group MACs whose frames we take (IPv6 multicast groups joined).
+        self.multicast_macs: set[bytes] = set()
+        #: IPv6 neighbour discovery and autoconfiguration, on links that
+        #: resolve neighbours (Ethernet); None on others (loopback, TUN).
+        self.ipv6: Ipv6Neighbours | None = None
+        if self.needs_arp and rng is not None:
+            self.ipv6 = Ipv6Neighbours(
+                link=link, mac=mac, name=name, stats=stats, addresses=self.addresses,
+                accept_macs=self.multicast_macs, rng=rng, secret=secret,
+                on_address=self._ipv6_address_changed,
+                on_router=lambda router, lifetime: callbacks.on_router(self, router, lifetime),
+                on_prefix=lambda network, on_link: callbacks.on_prefix(self, network, on_link),
+                on_redirect=lambda dst, target, source: callbacks.on_redirect(
+                    self, dst, target, source),
+                on_unresolved=lambda packets: callbacks.on_unresolved(self, packets),
+                is_router=callbacks.is_router, ndp=ndp_config, autoconf=autoconf_config)
+        self._started = False
+        self._pending_ipv6: list[IPv6Interface] = []
 
     def __repr__(self) -> str:
         addresses = " ".join(str(a.interface) for a in self.addresses)
@@ -120,19 +126,57 @@ class Interface:
 
     # --- addresses --------------------------------------------------------
 
-    def add_address(self, address: IPv4Interface | IPv6Interface,
-                    state: AddressState = AddressState.PREFERRED) -> InterfaceAddress:
-        """Add ``address`` (checked by the caller) and tell the layer above."""
-        entry = InterfaceAddress(address, state)
+    def add_address(self, address) -> InterfaceAddress:
+        """Add ``address`` with its prefix ("10.0.0.2/24", "fd00::2/64"; a
+        string or an ``ipaddress`` interface). An IPv6 address on an
+        Ethernet link is tentative until duplicate address detection passes
+        (RFC 4862 5.4; ``state`` then becomes preferred, or duplicate and
+        never used); an IPv4 one is used at once. ValueError naming
+        ``address`` for one that cannot be a host's, or that the stack has."""
+        parsed = parse_host_address(address, loopback_link=isinstance(self.link, LoopbackLink))
+        if any(e.interface.ip == parsed.ip for e in self.addresses):
+            raise ValueError(f"address: {parsed.ip} is already assigned")
+        self.callbacks.check_address(self, parsed)
+        # RFC 4007 6: a link-local address carries its interface as scope.
+        scope = self.name if parsed.version == 6 and int(parsed.ip) >> 118 == 0x3FA else None
+        if parsed.version == 6 and self.ipv6 is not None:
+            entry = InterfaceAddress(parsed, AddressState.TENTATIVE, "static", scope)
+            self.addresses.append(entry)
+            self.callbacks.on_address(self, entry, True)
+            if self._started:
+                self.ipv6.add_address(parsed)
+            else:
+                self._pending_ipv6.append(parsed)
+            return entry
+        entry = InterfaceAddress(parsed, AddressState.PREFERRED, "static", scope)
         self.addresses.append(entry)
         self._addresses_changed()
         self.callbacks.on_address(self, entry, True)
         return entry
 
-    def remove_address(self, entry: InterfaceAddress) -> None:
+    def remove_address(self, entry: InterfaceAddress | str) -> None:
+        """Remove an address (its entry, or the address as text)."""
+        if not isinstance(entry, InterfaceAddress):
+            ip = parse_host_address(entry).ip if "/" in str(entry) else None
+            found = [e for e in self.addresses if e.interface == entry or str(e.interface) == str(
+                entry) or (ip is not None and e.interface.ip == ip)]
+            if not found:
+                raise ValueError(f"address: {entry!r} is not an address of {self.name}")
+            entry = found[0]
+        if entry.version == 6 and self.ipv6 is not None:
+            if entry.interface in self._pending_ipv6:
+                self._pending_ipv6.remove(entry.interface)  # never started
+            elif self._started:
+                self.ipv6.remove_address(entry.interface.ip)
+                if entry not in self.addresses:
+                    return
         self.addresses.remove(entry)
         self._addresses_changed()
         self.callbacks.on_address(self, entry, False)
+
+    def _ipv6_address_changed(self, entry: InterfaceAddress, present: bool) -> None:
+        self._addresses_changed()
+        self.callbacks.on_address(self, entry, present)
 
     def _addresses_changed(self) -> None:
         v4 = [a for a in self.addresses if a.version == 4]
@@ -160,17 +204,52 @@ class Interface:
         return self.addresses[0].broadcast if self.addresses else None
 
     def source_for(self, dst) -> object | None:
-        """Our address to send to ``dst`` from: one on ``dst``'s network if
-        any, else the first of its family that may be used (None: none)."""
-        first = None
+        """Our address to send to ``dst`` from (None: none may be used).
+
+        IPv4: one on ``dst``'s network if any, else the first. IPv6: RFC
+        6724 5's rules that matter for a host: ``dst`` itself if ours, the
+        same scope (link-local for link-local and link-scoped multicast
+        destinations), preferred over deprecated, then the longest matching
+        prefix."""
+        if dst.version == 4:
+            first = None
+            for entry in self.addresses:
+                if entry.version != 4 or entry.state not in USABLE:
+                    continue
+                if dst in entry.network:
+                    return entry.ip
+                if first is None:
+                    first = entry.ip
+            return first
+        target = int(dst)
+        link_scope = target >> 118 == 0x3FA or (
+            target >> 120 == 0xFF and (target >> 112) & 0x0F in (1, 2))
+        best = best_key = None
+        waiting = False
         for entry in self.addresses:
-            if entry.version != dst.version or entry.state not in _USABLE:
+            if entry.version != 6:
                 continue
-            if dst in entry.network:
-                return entry.ip
-            if first is None:
-                first = entry.ip
-        return first
+            if entry.state not in USABLE:
+                if entry.state is AddressState.TENTATIVE and \
+                        (int(entry.interface.ip) >> 118 == 0x3FA) == link_scope:
+                    waiting = True  # an address of the right scope comes soon
+                continue
+            value = int(entry.interface.ip)
+            if value == target:
+                return entry.ip  # RFC 6724 5 rule 1
+            is_link_local = value >> 118 == 0x3FA
+            common = 128 - (value ^ target).bit_length()
+            key = (is_link_local == link_scope,                   # rule 2: scope
+                   entry.state is AddressState.PREFERRED,        # rule 3
+                   min(common, entry.interface.network.prefixlen))  # rule 8
+            if best_key is None or key > best_key:
+                best, best_key = entry.ip, key
+        if waiting and best_key is not None and not best_key[0]:
+            # Only another scope's address (a link-local one for a global
+            # destination) while ours of the right scope is tentative: none
+            # yet, rather than one that fails beyond the link.
+            return None
+        return best
 
     def owns_ipv4(self, address: IPv4Address) -> bool:
         return int(address) in self._ipv4_ints
@@ -180,6 +259,13 @@ class Interface:
     async def run(self, task_status=trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._arp_task)
+            if self.ipv6 is not None:
+                nursery.start_soon(self.ipv6.run)
+                self.ipv6.start()  # link-local address, router solicitations
+                for address in self._pending_ipv6:
+                    self.ipv6.add_address(address)
+                self._pending_ipv6.clear()
+            self._started = True
             task_status.started()
             try:
                 await self._nic_task()
@@ -218,13 +304,15 @@ class Interface:
             raise WireError("ethernet.truncated")
         dst = frame[0:6]
         if dst != self.mac and dst != BROADCAST_MAC:
-            if dst[0] & 1:
-                raise WireError("ethernet.multicast")  # no multicast groups joined
-            raise WireError("ethernet.other_host")
+            if not dst[0] & 1:
+                raise WireError("ethernet.other_host")
+            if dst not in self.multicast_macs:
+                raise WireError("ethernet.multicast")  # a group we did not join
         ethertype = (frame[12] << 8) | frame[13]
         receive = self.receivers.get(ethertype)
         if receive is not None:
-            receive(self, memoryview(frame)[ETH_HEADER_LEN:], dst == BROADCAST_MAC)
+            # Third: a link-layer broadcast or multicast (not for our MAC alone).
+            receive(self, memoryview(frame)[ETH_HEADER_LEN:], bool(dst[0] & 1))
         elif ethertype == ETHERTYPE_ARP:
             try:
                 self._arp_send.send_nowait(frame[ETH_HEADER_LEN:])
@@ -232,6 +320,67 @@ class Interface:
                 raise WireError("arp.queue_full") from None
         else:
             raise WireError("ethernet.unknown_type")
+
+    # --- IPv6 (neighbour discovery is in discovery.py) ------------------------
+
+    def in_group(self, group) -> bool:
+        """Whether we joined IPv6 multicast ``group`` (all-nodes at least)."""
+        if self.ipv6 is not None:
+            return self.ipv6.in_group(group)
+        return int(group) == _ALL_NODES
+
+    def nd_input(self, msg, header) -> None:
+        if self.ipv6 is None:
+            raise WireError("ndp.not_on_this_link")
+        self.ipv6.nd_input(msg, header)
+
+    def mld_query(self, msg, header) -> None:
+        if self.ipv6 is not None:
+            self.ipv6.mld_query(msg, header)
+
+    @property
+    def hop_limit(self) -> int:
+        """The IPv6 hop limit to send with (a router may advertise one; RFC
+        4861 6.3.4)."""
+        return self.ipv6.hop_limit if self.ipv6 is not None else 64
+
+    def neighbour_reachable(self, address) -> bool:
+        """Whether ``address`` is reachable or probably so (a neighbour entry
+        in any state but INCOMPLETE; RFC 4861 6.3.6). True on links without
+        neighbour discovery."""
+        return self.ipv6 is None or self.ipv6.neighbours.probably_reachable(unscoped(address))
+
+    @property
+    def ipv6_mtu(self) -> int:
+        """The MTU IPv6 uses here (a router may advertise a smaller one)."""
+        return self.ipv6.mtu if self.ipv6 is not None else self.mtu
+
+    def send_ipv6(self, packet: bytes, next_hop, gso_size: int = 0) -> None:
+        """Send an IPv6 packet to ``next_hop`` on this link, resolving its
+        MAC by neighbour discovery when needed (the packet then waits,
+        bounded). ``gso_size``: as ``send_ip``'s."""
+        hop = int(next_hop)
+        if not self.needs_arp:
+            dst_mac = self.mac
+        elif hop >> 120 == 0xFF:
+            dst_mac = multicast_mac(unscoped(next_hop))  # RFC 2464 7
+        else:
+            if gso_size:
+                dst_mac = self.ipv6.lookup(next_hop)
+                if dst_mac is None:
+                    # The queue holds plain packets, not GSO ones: this one
+                    # goes (TCP resends it, as one segment that resolves).
+                    self.stats.drop("ndp.gso_unresolved")
+                    return
+            else:
+                dst_mac = self.ipv6.resolve(next_hop, packet)
+                if dst_mac is None:
+                    return
+        if gso_size:
+            self.link.send_frame(build_ethernet(dst_mac, self.mac, ETHERTYPE_IPV6, packet),
+                                 gso_size)
+        else:
+            self.link.send_frame(build_ethernet(dst_mac, self.mac, ETHERTYPE_IPV6, packet))
 
     # --- send ------------------------------------------------------------
 
@@ -370,5 +519,3 @@ class Interface:
                 self.stats.drop("arp.unresolved")
             self.callbacks.on_unresolved(self, packets)
 
-
-_USABLE = frozenset({AddressState.PREFERRED, AddressState.DEPRECATED})

@@ -55,6 +55,7 @@ _VNET_PLAIN = bytes(_VNET_LEN)
 _F_NEEDS_CSUM = 1
 _F_DATA_VALID = 2
 _GSO_TCPV4 = 1
+_GSO_TCPV6 = 4
 
 #: Largest IPv4 datagram (RFC 791), so the largest frame with TSO.
 _IP_MAX = 65535
@@ -119,13 +120,15 @@ def _ask_for_offloads(fd: int) -> str | None:
 def _offload_iov(frame, gso_size: int):
     """What to write for ``frame`` on an offload TAP: [vnet header, frame]
     or [vnet header, fixed headers, rest of frame]; None for a frame that
-    cannot go (GSO asked for something that is not IPv4 TCP).
+    cannot go (GSO asked for something that is not TCP).
 
     The stack leaves checksums to an offload link (``checksum_offload``):
     here the IPv4 header checksum is computed (the kernel checks it on every
     datagram) and a TCP or UDP checksum field gets the pseudo-header sum,
     with NEEDS_CSUM telling the kernel to add the rest (RFC 9293 3.1)."""
     n = len(frame)
+    if frame[12:14] == b"\x86\xdd":
+        return _offload_iov6(frame, gso_size)
     if n < _ETH_HEADER + 20 or frame[12] != 0x08 or frame[13] != 0x00 or frame[14] >> 4 != 4:
         return None if gso_size else [_VNET_PLAIN, frame]
     ihl = (frame[14] & 0x0F) << 2
@@ -167,13 +170,61 @@ def _offload_iov(frame, gso_size: int):
     return [_VNET_PLAIN, head, memoryview(frame)[l4:]]
 
 
+_IPV6_L4 = _ETH_HEADER + 40
+
+
+def _offload_iov6(frame, gso_size: int):
+    """``_offload_iov`` for an IPv6 frame: a TCP or UDP header right after
+    the fixed header gets the pseudo-header sum (RFC 8200 8.1) and
+    NEEDS_CSUM (a TCP one also GSO, TCPV6, with ``gso_size``); anything
+    else (ICMPv6, extension headers, fragments) has its checksum complete
+    already."""
+    n = len(frame)
+    if n < _IPV6_L4:
+        return None if gso_size else [_VNET_PLAIN, frame]
+    proto = frame[20]
+    off = _CSUM_OFFSET.get(proto, 0)
+    length = (frame[18] << 8) | frame[19]
+    if not off or length < off + 2 or _IPV6_L4 + length > n or (gso_size and proto != 6):
+        return None if gso_size else [_VNET_PLAIN, frame]
+    end = _IPV6_L4 + off + 2
+    head = bytearray(frame[:end])
+    partial = (int.from_bytes(head[22:38], "big") + int.from_bytes(head[38:54], "big")
+               + proto + length) % 0xFFFF
+    head[end - 2] = partial >> 8
+    head[end - 1] = partial & 0xFF
+    if gso_size:
+        hdr_len = _IPV6_L4 + ((frame[_IPV6_L4 + 12] >> 4) << 2)
+        vnet = _VNET.pack(_F_NEEDS_CSUM, _GSO_TCPV6, hdr_len, gso_size, _IPV6_L4, off)
+    else:
+        vnet = _VNET.pack(_F_NEEDS_CSUM, 0, 0, 0, _IPV6_L4, off)
+    return [vnet, head, memoryview(frame)[end:]]
+
+
+def _checksums6_ok(frame) -> bool:
+    """``checksums_ok`` for IPv6: the TCP, UDP or ICMPv6 checksum (with the
+    pseudo-header, RFC 8200 8.1) of a packet without extension headers."""
+    n = len(frame)
+    if n < _IPV6_L4:
+        return True
+    proto = frame[20]
+    length = (frame[18] << 8) | frame[19]
+    if proto not in (6, 17, 58) or _IPV6_L4 + length > n:
+        return True  # extension headers, fragments, malformed: the stack judges
+    mv = memoryview(frame)
+    pseudo = int.from_bytes(mv[22:38], "big") + int.from_bytes(mv[38:54], "big") + proto + length
+    return ones_complement_sum(mv[_IPV6_L4:_IPV6_L4 + length], pseudo % 0xFFFF) == 0xFFFF
+
+
 def checksums_ok(frame) -> bool:
     """For a frame the kernel did not vouch for (no NEEDS_CSUM, no
     DATA_VALID): False if its IPv4 header checksum or (unfragmented) TCP,
-    UDP or ICMP checksum is wrong. Anything else passes: the stack judges
-    it (it does not verify checksums on an offload link). IPv6 is not
-    checked: the stack has no IPv6 yet (it drops those frames)."""
+    UDP or ICMP checksum is wrong, or an IPv6 packet's TCP, UDP or ICMPv6
+    checksum. Anything else passes: the stack judges it (it does not
+    verify checksums on an offload link)."""
     n = len(frame)
+    if frame[12:14] == b"\x86\xdd":
+        return _checksums6_ok(frame)
     if n < _ETH_HEADER + 20 or frame[12] != 0x08 or frame[13] != 0x00:
         return True
     ihl = (frame[14] & 0x0F) << 2
@@ -221,8 +272,9 @@ class TapLink(FdLink):
     - sending, the stack computes no checksum; the link fills in the IPv4
       header checksum and, for TCP and UDP, the pseudo-header sum with
       NEEDS_CSUM (the kernel adds the rest, or needs none for its own
-      delivery). ``send_frame(frame, gso_size)`` sends one TCP segment of up
-      to 64 KB as a GSO frame (TCPV4, ``gso_size`` the MSS): the kernel takes
+      delivery); the same for IPv6's TCP and UDP. ``send_frame(frame,
+      gso_size)`` sends one TCP segment of up to 64 KB as a GSO frame
+      (TCPV4 or TCPV6, ``gso_size`` the MSS): the kernel takes
       it as one segment (as GRO would have built it) or, forwarding it, cuts
       it into ``gso_size`` pieces, copying the options and leaving PSH and
       FIN on the last one only.

@@ -53,7 +53,7 @@ class ErrorKind:
 
 @attrs.frozen(slots=True)
 class IcmpError:
-    """A received ICMP error about a datagram we sent."""
+    """A received ICMP (or ICMPv6) error about a datagram we sent."""
     kind: str
     #: The raw ICMP type and code (for messages and logs).
     type: int
@@ -64,26 +64,20 @@ class IcmpError:
     protocol: int
     #: The quoted transport bytes (at least 8: ports and, for TCP, SEG.SEQ).
     transport: bytes
-    #: The quoted datagram's own total length.
+    #: The quoted datagram's own length, its IP header included (IPv4's
+    #: total length; IPv6's payload length plus 40).
     quoted_length: int
+    #: The errno a socket reports for it (Linux's icmp_err_convert / icmpv6_err_convert).
+    errno: int
+    #: "Network or host unreachable" (or unknown): a SYN-ACK to such a host
+    #: likely answered a spoofed SYN (Linux's tcp_req_err).
+    net_or_host: bool = False
     #: The next-hop MTU of a "packet too big" (0 when the router gave none).
     mtu: int = 0
 
-    @property
-    def errno(self) -> int:
-        """The errno a socket reports for it (Linux's icmp_err_convert)."""
-        if self.kind == ErrorKind.UNREACHABLE or self.kind == ErrorKind.PACKET_TOO_BIG:
-            return UNREACH_ERRNO.get(self.code, errno.EHOSTUNREACH)
-        return errno.EHOSTUNREACH
-
-    @property
-    def unreachable_net_or_host(self) -> bool:
-        """Net or host unreachable/unknown (codes 0, 1, 6, 7): a SYN-ACK to
-        such a host likely answered a spoofed SYN (Linux's tcp_req_err)."""
-        return self.kind == ErrorKind.UNREACHABLE and self.code in (0, 1, 6, 7)
-
     def describe(self) -> str:
-        return f"ICMP type {self.type} code {self.code}"
+        family = "ICMPv6" if getattr(self.src, "version", 4) == 6 else "ICMP"
+        return f"{family} type {self.type} code {self.code}"
 
     def describe_errno(self) -> str:
         return f"{os.strerror(self.errno)} ({self.describe()} from the network)"
@@ -112,7 +106,7 @@ class TokenBucket:
 
 
 @attrs.define(slots=True)
-class _PingWaiter:
+class PingWaiter:
     payload: bytes
     sent_at: float
     event: trio.Event = attrs.Factory(trio.Event)
@@ -120,24 +114,81 @@ class _PingWaiter:
     error: OSError | None = None
 
 
-class Icmp4:
-    """ICMPv4 of one stack. ``routing`` gives paths (``path_to``, ``is_local``,
-    ``is_broadcast``); ``error_handlers`` maps an IP protocol to the
-    transport's ``icmp_error(IcmpError)``."""
+class IcmpCommon:
+    """What ICMP and ICMPv6 share: ``routing`` (paths, our addresses),
+    ``error_handlers`` (IP protocol -> the transport's ``icmp_error``), the
+    rate limit of errors sent, and pings in progress. Subclasses give
+    ``_STATS`` (their counters' prefix), ``_PROTOCOL`` and ``_echo_request``."""
+
+    _STATS = "icmp"
+    _PROTOCOL = PROTO_ICMP
 
     def __init__(self, stats: Stats, routing: Any, *, rate: float, burst: int,
                  ping_ident: int):
         self.stats = stats
         self.routing = routing
-        self.error_handlers: dict[int, Callable[[IcmpError], None]] = {}
+        self.error_handlers: dict[int, Callable[[IcmpError], bool | None]] = {}
+        #: Set while a frame that came as a link-layer broadcast (or
+        #: multicast) is handled: no error may answer it.
+        self.quiet = False
         self._bucket = TokenBucket(rate, burst)
         self._ping_ident = ping_ident
         self._ping_seq = 0
-        self._pings: dict[tuple[int, int], _PingWaiter] = {}
+        self._pings: dict[tuple[int, int], PingWaiter] = {}
 
     @property
     def pings_in_progress(self) -> int:
         return len(self._pings)
+
+    def _echo_reply_received(self, identifier: int, sequence: int, payload) -> None:
+        waiter = self._pings.get((identifier, sequence))
+        if waiter is None or waiter.event.is_set():
+            raise WireError(self._STATS + ".unexpected_echo_reply")
+        if bytes(payload) != waiter.payload:
+            raise WireError(self._STATS + ".echo_payload_mismatch")
+        waiter.rtt = trio.current_time() - waiter.sent_at
+        waiter.event.set()
+
+    def _ping_failed(self, transport: bytes, error: IcmpError) -> bool:
+        """An error quoting one of our echo requests fails that ping; True
+        if it was one in progress."""
+        key = (int.from_bytes(transport[4:6], "big"), int.from_bytes(transport[6:8], "big"))
+        waiter = self._pings.get(key)
+        if waiter is None or waiter.event.is_set():
+            return False
+        waiter.error = OSError(error.errno, f"{error.describe()} for ping")
+        waiter.event.set()
+        return True
+
+    def _echo_request(self, identifier: int, sequence: int, payload: bytes, src, dst) -> bytes:
+        raise NotImplementedError
+
+    async def ping(self, path: Path, dst: IPAddress, size: int, timeout: float,
+                   ttl: int = 64) -> float:
+        """Send one echo request; the round trip in seconds. TimeoutError
+        without a reply; OSError when an ICMP error comes back."""
+        self._ping_seq = (self._ping_seq + 1) & 0xFFFF
+        key = (self._ping_ident, self._ping_seq)
+        payload = bytes((i + self._ping_seq) & 0xFF for i in range(size))
+        waiter = self._pings[key] = PingWaiter(payload, trio.current_time())
+        try:
+            message = self._echo_request(key[0], key[1], payload, path.source, dst)
+            path.output(path, path.source, dst, self._PROTOCOL, message, ttl=ttl)
+            with trio.move_on_after(timeout):
+                await waiter.event.wait()
+        finally:
+            del self._pings[key]
+        if waiter.error is not None:
+            raise waiter.error
+        if waiter.rtt is None:
+            raise TimeoutError(f"no echo reply from {dst} within {timeout} s")
+        return waiter.rtt
+
+
+class Icmp4(IcmpCommon):
+    """ICMPv4 of one stack. ``routing`` gives paths (``path_to``, ``is_local``,
+    ``is_broadcast``); ``error_handlers`` maps an IP protocol to the
+    transport's ``icmp_error(IcmpError)``."""
 
     # --- input --------------------------------------------------------------
 
@@ -156,13 +207,7 @@ class Icmp4:
             path.output(path, header.dst, header.src, PROTO_ICMP, reply)
             self.stats["icmp.tx_echo_reply"] += 1
         elif msg.type == ICMP_ECHO_REPLY:
-            waiter = self._pings.get((msg.identifier, msg.sequence))
-            if waiter is None or waiter.event.is_set():
-                raise WireError("icmp.unexpected_echo_reply")
-            if bytes(msg.payload) != waiter.payload:
-                raise WireError("icmp.echo_payload_mismatch")
-            waiter.rtt = trio.current_time() - waiter.sent_at
-            waiter.event.set()
+            self._echo_reply_received(msg.identifier, msg.sequence, msg.payload)
         elif msg.type in ERROR_TYPES:
             self._error_input(msg)
         else:
@@ -179,14 +224,16 @@ class Icmp4:
             mtu = msg.next_hop_mtu
             if mtu == 0:  # an RFC 1191 5 router: guess the next plateau down
                 mtu = next((p for p in MTU_PLATEAUS if p < length), 68)
-        error = IcmpError(kind, msg.type, msg.code, quoted.src, quoted.dst, quoted.protocol,
-                          bytes(transport), length, mtu)
+        code = msg.code
+        if kind == ErrorKind.UNREACHABLE or kind == ErrorKind.PACKET_TOO_BIG:
+            error_number = UNREACH_ERRNO.get(code, errno.EHOSTUNREACH)
+        else:
+            error_number = errno.EHOSTUNREACH
+        error = IcmpError(kind, msg.type, code, quoted.src, quoted.dst, quoted.protocol,
+                          bytes(transport), length, error_number,
+                          kind == ErrorKind.UNREACHABLE and code in (0, 1, 6, 7), mtu)
         if quoted.protocol == PROTO_ICMP and transport[0] == ICMP_ECHO_REQUEST:
-            key = (int.from_bytes(transport[4:6], "big"), int.from_bytes(transport[6:8], "big"))
-            waiter = self._pings.get(key)
-            if waiter is not None and not waiter.event.is_set():
-                waiter.error = OSError(error.errno, f"{error.describe()} for ping")
-                waiter.event.set()
+            self._ping_failed(bytes(transport), error)
             return
         handler = self.error_handlers.get(quoted.protocol)
         if handler is not None:
@@ -197,6 +244,8 @@ class Icmp4:
     def error(self, original, type_: int, code: int, next_hop_mtu: int = 0) -> None:
         """Send an ICMP error about ``original`` (raw IPv4 bytes), unless
         RFC 1122 3.2.2 forbids it or the rate limit says no."""
+        if self.quiet:
+            return  # RFC 1122 3.2.2: not about a link-layer broadcast
         try:
             header, payload = parse_ipv4(original, verify_checksum=False)
         except WireError:
@@ -226,26 +275,5 @@ class Icmp4:
     def unreachable(self, original, code: int, next_hop_mtu: int = 0) -> None:
         self.error(original, ICMP_DEST_UNREACHABLE, code, next_hop_mtu)
 
-    # --- ping -------------------------------------------------------------------
-
-    async def ping(self, path: Path, dst: IPAddress, size: int, timeout: float,
-                   ttl: int = 64) -> float:
-        """Send one echo request; the round trip in seconds. TimeoutError
-        without a reply; OSError when an ICMP error comes back."""
-        self._ping_seq = (self._ping_seq + 1) & 0xFFFF
-        key = (self._ping_ident, self._ping_seq)
-        payload = bytes((i + self._ping_seq) & 0xFF for i in range(size))
-        waiter = self._pings[key] = _PingWaiter(payload, trio.current_time())
-        try:
-            message = IcmpMessage.echo_request(key[0], key[1], payload)
-            path.output(path, path.source, dst, PROTO_ICMP, build_icmpv4(message), ttl=ttl)
-            with trio.move_on_after(timeout):
-                await waiter.event.wait()
-        finally:
-            del self._pings[key]
-        if waiter.error is not None:
-            raise waiter.error
-        if waiter.rtt is None:
-            raise TimeoutError(f"no echo reply from {dst} within {timeout} s")
-        return waiter.rtt
-
+    def _echo_request(self, identifier: int, sequence: int, payload: bytes, src, dst) -> bytes:
+        return build_icmpv4(IcmpMessage.echo_request(identifier, sequence, payload))

@@ -3,22 +3,17 @@ router rules RFC 1812 5)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
 
 import attrs
 import trio
 
-from ..link.loopback import LoopbackLink
-from ..stats import Stats
-from ..wire.checksum import internet_checksum, pseudo_header_sum
 from ..wire.errors import WireError
-from ..wire.icmpv4 import (ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY,
+from ..wire.icmpv4 import (ICMP_DEST_UNREACHABLE, ICMP_TIME_EXCEEDED,
                            TIME_EXCEEDED_TTL, UNREACH_FRAG_NEEDED, UNREACH_NET,
                            UNREACH_PROTOCOL)
-from ..wire.ipv4 import (PROTO_TCP, PROTO_UDP, IPv4Header, build_ipv4, build_ipv4_plain,
-                         parse_ipv4)
-from .fragments import Reassembler, fragment
+from ..wire.ipv4 import IPv4Header, build_ipv4, build_ipv4_plain, parse_ipv4
+from .family import IpFamily, with_transport_checksum
+from .fragments import fragment
 from .routes import Path
 
 _LIMITED_BROADCAST = 0xFFFFFFFF
@@ -37,32 +32,14 @@ def is_acceptable_source(address) -> bool:
     return int(address) < 0xE0000000
 
 
-class Ipv4:
-    """The IPv4 half of the network layer.
-
-    Handed what it needs: ``routing`` (paths and our addresses), ``icmp``
-    (its ``error``), ``protocols`` (IP protocol -> the transport's input),
-    the stack's ``local_link`` (packets to our own addresses), a
-    ``reassembler`` and ``reschedule`` (its deadline moved)."""
-
-    def __init__(self, stats: Stats, routing: Any, icmp: Any, protocols: dict[int, Callable],
-                 reassembler: Reassembler, local_link: LoopbackLink, *, forwarding: bool,
-                 first_id: int, reschedule: Callable[[], None]):
-        self.stats = stats
-        self.routing = routing
-        self.icmp = icmp
-        self.protocols = protocols
-        self.reassembler = reassembler
-        self.local_link = local_link
-        self.forwarding = forwarding
-        self._ip_id = first_id
-        self._reschedule = reschedule
+class Ipv4(IpFamily):
+    """The IPv4 half of the network layer (handed what ``IpFamily`` says)."""
 
     # --- output ---------------------------------------------------------------
 
     def _next_id(self) -> int:
-        self._ip_id = (self._ip_id + 1) & 0xFFFF
-        return self._ip_id
+        self._ident = (self._ident + 1) & 0xFFFF
+        return self._ident
 
     def output(self, path: Path, src, dst, protocol: int, payload: bytes, *, ttl: int = 64,
                dont_fragment: bool = False, gso_size: int = 0) -> None:
@@ -132,9 +109,18 @@ class Ipv4:
             stats["ipv4.reassembled"] += 1
         handler = self.protocols.get(header.protocol)
         if handler is None:
-            if not broadcast:
+            if not broadcast and not link_broadcast:
                 self.icmp.unreachable(raw, UNREACH_PROTOCOL)
             raise WireError("ipv4.unknown_protocol")
+        if link_broadcast:
+            # RFC 1122 3.2.2: no ICMP error about a link-layer broadcast.
+            icmp = self.icmp
+            icmp.quiet = True
+            try:
+                handler(iface, header, payload, raw, verify, broadcast)
+            finally:
+                icmp.quiet = False
+            return
         handler(iface, header, payload, raw, verify, broadcast)
 
     def _forward(self, header: IPv4Header, payload, raw, verified: bool) -> None:
@@ -158,7 +144,7 @@ class Ipv4:
             raise WireError("ipv4.no_route") from None
         if not verified and not path.offload and not header.is_fragment:
             # From a link that skips checksums to one that does not.
-            payload = _with_transport_checksum(header, payload)
+            payload = with_transport_checksum(header.src, header.dst, header.protocol, payload)
         out = attrs.evolve(header, ttl=header.ttl - 1)
         compute = not path.offload
         if out.header_length + len(payload) <= path.mtu:
@@ -170,30 +156,3 @@ class Ipv4:
             for piece, chunk in fragment(out, payload, path.mtu):
                 self._transmit(path, build_ipv4(piece, chunk, compute_checksum=compute))
         self.stats["ipv4.forwarded"] += 1
-
-    # --- reassembly timeouts ---------------------------------------------------
-
-    def expire(self, now: float) -> None:
-        """Give up datagrams whose time ran out. Every one counts, with or
-        without its first fragment; only those with it are answered (RFC
-        792, RFC 1122 3.3.2: time exceeded, code 1)."""
-        reassembler = self.reassembler
-        timed_out = reassembler.timed_out
-        quotes = reassembler.expire(now)
-        self.stats["drop.ipv4.reassembly_timeout"] += reassembler.timed_out - timed_out
-        for first_fragment in quotes:
-            self.icmp.error(first_fragment, ICMP_TIME_EXCEEDED, TIME_EXCEEDED_REASSEMBLY)
-
-
-def _with_transport_checksum(header: IPv4Header, payload) -> bytes:
-    """TCP/UDP payload with its checksum filled in (RFC 9293 3.1, RFC 768)."""
-    offset = {PROTO_TCP: 16, PROTO_UDP: 6}.get(header.protocol)
-    if offset is None or len(payload) < offset + 2:
-        return payload
-    data = bytearray(payload)
-    data[offset:offset + 2] = b"\0\0"
-    checksum = internet_checksum(data, pseudo_header_sum(header.src, header.dst, header.protocol, len(data)))
-    if header.protocol == PROTO_UDP and checksum == 0:
-        checksum = 0xFFFF
-    data[offset:offset + 2] = checksum.to_bytes(2, "big")
-    return bytes(data)

@@ -637,7 +637,9 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin, RecoveryMixin):
         Linux's tcp_simple_retransmit). True if the MSS went down."""
         if self.state not in SENDING_STATES:
             return False
-        mss = max(mtu, MIN_PMTU) - 40 - (TS_OPTION_LEN if self.timestamps.ok else 0)
+        # IPv6: the MTU is at least 1280 (RFC 8201 4) and the headers take 60.
+        headers = 40 if self.local[0].version == 4 else 60
+        mss = max(mtu, MIN_PMTU) - headers - (TS_OPTION_LEN if self.timestamps.ok else 0)
         if mss >= self._mss:
             return False
         self._mss = mss

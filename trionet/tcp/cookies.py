@@ -29,9 +29,11 @@ _M32 = 0xFFFFFFFF
 _COOKIE_BITS = 24
 _COOKIE_MASK = (1 << _COOKIE_BITS) - 1
 
-#: MSS values a cookie can carry (Linux's msstab for IPv4); the peer's MSS
-#: is rounded down to one of them (536 if it is smaller than every one).
+#: MSS values a cookie can carry (Linux's msstab for IPv4, msstab for IPv6
+#: in syncookies.c); the peer's MSS is rounded down to one of them (the
+#: first if it is smaller than every one).
 MSS_TABLE = (536, 1300, 1440, 1460)
+MSS_TABLE_V6 = (1280 - 60, 1480 - 60, 1500 - 60, 9000 - 60)
 #: Seconds per counter tick (Linux: 60).
 PERIOD = 64.0
 #: A cookie is valid while its counter is at most MAX_AGE - 1 ticks old:
@@ -76,12 +78,13 @@ class SynCookies:
         return int.from_bytes(h.digest(), "big")
 
     @staticmethod
-    def mss_index(peer_mss: int | None) -> int:
+    def mss_index(peer_mss: int | None, version: int = 4) -> int:
         """Index of the largest table MSS not above the peer's (RFC 9293
-        3.7.1: 536 when the SYN had no MSS option)."""
-        mss = 536 if peer_mss is None else peer_mss
-        for i in range(len(MSS_TABLE) - 1, 0, -1):
-            if mss >= MSS_TABLE[i]:
+        3.7.1: 536 when the SYN had no MSS option; RFC 8200 5: 1220 for IPv6)."""
+        table = MSS_TABLE if version == 4 else MSS_TABLE_V6
+        mss = (536 if version == 4 else 1220) if peer_mss is None else peer_mss
+        for i in range(len(table) - 1, 0, -1):
+            if mss >= table[i]:
                 return i
         return 0
 
@@ -89,7 +92,7 @@ class SynCookies:
         """The ISN of a cookie SYN-ACK answering a SYN from ``remote`` (an
         (ip, port) pair) to ``local`` with sequence number ``client_isn``."""
         count = self.counter(now)
-        data = self.mss_index(peer_mss)
+        data = self.mss_index(peer_mss, local[0].version)
         return (self._hash(self._k1, local, remote) + client_isn + ((count & 0xFF) << _COOKIE_BITS)
                 + ((self._hash(self._k2, local, remote, count, client_isn) + data)
                    & _COOKIE_MASK)) & _M32
@@ -105,9 +108,10 @@ class SynCookies:
             return None
         data = (value - self._hash(self._k2, local, remote, count - diff, client_isn)) \
             & _COOKIE_MASK
-        if data >= len(MSS_TABLE):
+        table = MSS_TABLE if local[0].version == 4 else MSS_TABLE_V6
+        if data >= len(table):
             return None
-        return MSS_TABLE[data]
+        return table[data]
 
     # --- timestamps --------------------------------------------------------
 

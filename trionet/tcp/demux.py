@@ -19,7 +19,7 @@ import trio
 
 from ..network.icmp import ErrorKind, IcmpError
 from ..stats import Stats
-from ..transport.ports import EphemeralPortAllocator
+from ..transport.ports import ANY_IPV4, ANY_IPV6, EphemeralPortAllocator, bindings_overlap
 from ..validate import IPAddress, check_port, parse_address
 from ..wire.errors import WireError
 from ..wire.ipv4 import PROTO_TCP
@@ -89,9 +89,10 @@ class TcpLayer:
                                    link_down=self.link_down)
 
     @staticmethod
-    def route_mss(mtu: int) -> int:
-        # RFC 9293 3.7.1: the MSS we announce is the MTU less the IP and TCP headers.
-        return mtu - 40
+    def route_mss(path) -> int:
+        # RFC 9293 3.7.1: the MSS we announce is the MTU less the IP and TCP
+        # headers (RFC 8200: IPv6's is 40 bytes).
+        return path.mtu - (40 if path.source.version == 4 else 60)
 
     def ts_offset(self, local, remote) -> int:
         """A connection's timestamp clock offset: a keyed hash of its
@@ -140,7 +141,11 @@ class TcpLayer:
         raise WireError("tcp.no_connection")
 
     def listener_for(self, address: IPAddress, port: int) -> SynQueue | None:
-        return self.listeners.get((address, port)) or self.listeners.get((None, port))
+        """The listener for a SYN to (address, port): one bound to that
+        address, else to its family's wildcard, else to every address."""
+        listeners = self.listeners
+        return listeners.get((address, port)) or listeners.get(
+            (ANY_IPV4 if address.version == 4 else ANY_IPV6, port)) or listeners.get((None, port))
 
     def send_reset(self, local_ip, remote_ip, header, payload_len: int) -> None:
         rst = reset_for(header, payload_len)
@@ -156,7 +161,7 @@ class TcpLayer:
         path.output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
         self.stats["tcp.tx_reset"] += 1
 
-    def icmp_error(self, error: IcmpError) -> None:
+    def icmp_error(self, error: IcmpError) -> bool:
         """An ICMP error quoting one of our segments (RFC 5927, RFC 1122
         4.2.3.9). It counts only if the quoted sequence number lies in
         SND.UNA..SND.NXT of a live connection (RFC 5927 4.1; else
@@ -167,46 +172,48 @@ class TcpLayer:
         we answered ends it (a spoofed SYN, as Linux's tcp_req_err); every
         other error on a synchronized connection is soft: recorded in its
         ``soft_error``, never fatal (RFC 5927 4.2). Source quench and
-        redirects are ignored (RFC 6633)."""
+        redirects are ignored (RFC 6633). False when the error is dropped
+        as not about a live connection's data in flight."""
         stats = self.stats
         stats["tcp.icmp_error"] += 1
         kind = error.kind
         if kind == ErrorKind.OTHER:
             stats["tcp.icmp_ignored"] += 1
-            return
+            return True
         quoted = error.transport
         key = (error.src, int.from_bytes(quoted[0:2], "big"), error.dst,
                int.from_bytes(quoted[2:4], "big"))
         sock = self.connections.get(key)
         if sock is None:
             stats.drop("tcp.icmp_no_connection")
-            return
+            return False
         machine = sock.machine
         una = machine.snd_una
         seq = int.from_bytes(quoted[4:8], "big")
         seq = una + (((seq - una + HALF) & M32) - HALF)
         if not una <= seq < machine.snd_max:
             stats.drop("tcp.icmp_out_of_window")  # RFC 5927 4.1: likely forged
-            return
+            return False
         if kind == ErrorKind.PACKET_TOO_BIG:
             if error.mtu >= error.quoted_length:
                 # RFC 5927 7.2: the quoted packet was no bigger than that.
                 stats.drop("tcp.icmp_bad_mtu")
-                return
+                return False
             if sock.path_mtu(error.mtu):
                 stats["tcp.pmtu_lowered"] += 1
-            return
+            return True
         if machine.state is SYN_SENT:
             if kind != ErrorKind.UNREACHABLE or self._connecting.get(key, 1) is not None:
-                return
+                return True
             self._connecting[key] = OSError(error.errno, error.describe_errno())
             sock.wake()
-            return
-        spoofed_syn = error.unreachable_net_or_host or kind == ErrorKind.TIME_EXCEEDED
+            return True
+        spoofed_syn = error.net_or_host or kind == ErrorKind.TIME_EXCEEDED
         if sock.icmp_error(error.describe(), spoofed_syn):
             stats["tcp.icmp_embryo_dropped"] += 1
         else:
             stats["tcp.icmp_soft_error"] += 1
+        return True
 
     def link_down(self, iface) -> None:
         """A link broke (its device vanished): connections that have no route
@@ -248,11 +255,16 @@ class TcpLayer:
                 # Nobody serves it any more: reset it (nothing in TIME-WAIT).
                 sock.abort()
 
+    def listener_conflicts(self, local_ip, port: int) -> bool:
+        """A listener holds ``port`` at an address overlapping ``local_ip``."""
+        return any(p == port and bindings_overlap(a, local_ip) for a, p in self.listeners)
+
     def port_in_use(self, local_ip, port: int, remote_ip=None, remote_port=None) -> bool:
-        if (None, port) in self.listeners or (local_ip, port) in self.listeners:
+        if self.listener_conflicts(local_ip, port):
             return True
         if remote_ip is None:
-            return any(k[1] == port for k in self.connections)
+            return any(k[1] == port and bindings_overlap(k[0], local_ip)
+                       for k in self.connections)
         return (local_ip, port, remote_ip, remote_port) in self.connections
 
     async def connect(self, host: Any, port: int, *, local_port: int | None = None,
@@ -263,13 +275,16 @@ class TcpLayer:
 
         ConnectionRefusedError (ECONNREFUSED) on RST, TimeoutError (ETIMEDOUT)
         when the SYNs go unanswered, OSError(ENETUNREACH) with no route."""
-        dst = parse_address(host, "host")
+        network = self.network
+        dst = network.scoped(parse_address(host, "host"))
         check_port(port, "port", allow_zero=False)
         if local_port is not None:
             check_port(local_port, "local_port")
         await trio.lowlevel.checkpoint_if_cancelled()
-        path = self.network.path_to(dst)
-        src = path.source if local_address is None else local_address
+        path = await network.ready_path_to(dst)
+        src = path.source if local_address is None or local_address.is_unspecified \
+            else local_address
+        src, dst = network.canonical(src), network.canonical(dst)
         if src.version != dst.version:
             raise OSError(errno.EAFNOSUPPORT, f"{src} cannot reach {dst} (another family)")
         if len(self.connections) >= self.max_connections:
@@ -286,7 +301,7 @@ class TcpLayer:
         machine = TcpConnection.connect(local, remote, self.isn.isn(src, local_port, dst, port),
                                         self.config, trio.current_time(),
                                         self.ts_offset(local, remote),
-                                        mss=self.route_mss(path.mtu))
+                                        mss=self.route_mss(path))
         sock = self.start_socket(machine)
         self._connecting[key] = None
         try:
@@ -311,8 +326,8 @@ class TcpLayer:
         ``address`` (None: every address); OSError(EADDRINUSE) if taken."""
         if port == 0:
             port = self.ports.allocate(address, None, 0, lambda p: self.port_in_use(address, p))
-        elif self.port_in_use(address, port) if address is None else (
-                (address, port) in self.listeners or (None, port) in self.listeners):
+        elif self.port_in_use(address, port) if address is None else \
+                self.listener_conflicts(address, port):
             raise OSError(errno.EADDRINUSE, f"TCP port {port} is in use")
         queue = SynQueue(address, port, backlog, max(backlog, 128), accept=accept,
                          accept_queue_length=accept_queue_length, close=close)

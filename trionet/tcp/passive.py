@@ -123,7 +123,7 @@ class SynQueue:
         remote = (remote_ip, header.src_port)
         machine = TcpConnection.accept(
             local, remote, header, tcp.isn.isn(local_ip, self.port, remote_ip, header.src_port),
-            tcp.config, now, tcp.ts_offset(local, remote), mss=tcp.route_mss(path.mtu))
+            tcp.config, now, tcp.ts_offset(local, remote), mss=tcp.route_mss(path))
         sock = tcp.start_socket(machine, on_done=self._forget_embryo,
                                 on_established=self._established)
         self._embryos[sock] = True
@@ -140,7 +140,7 @@ class SynQueue:
             stats.drop("tcp.no_route")
             return
         config = tcp.config
-        mss = tcp.route_mss(path.mtu)
+        mss = tcp.route_mss(path)
         local = (local_ip, self.port)
         remote = (remote_ip, syn.src_port)
         cookies = tcp.cookies
@@ -198,7 +198,7 @@ class SynQueue:
             raise WireError("tcp.no_route") from None
         machine = TcpConnection.from_cookie(
             local, remote, header, (header.ack - 1) & M32, mss, options[0], options[1],
-            tcp.config, now, cookies.ts_offset(local, remote), mss=tcp.route_mss(path.mtu))
+            tcp.config, now, cookies.ts_offset(local, remote), mss=tcp.route_mss(path))
         sock = tcp.start_socket(machine)
         self.accept(sock)  # straight into the accept queue
         if len(data) or header.flags & FIN:

@@ -36,15 +36,24 @@ SEGMENT_QUEUE = 512
 
 _M32 = 0xFFFFFFFF
 _IP_HEADER = 20
+_IPV6_HEADER = 40
 
 
-def send_segments(network, stats: Stats, local_ip, remote_ip, out: list) -> None:
-    """Build and send the machine's output segments to ``remote_ip``."""
+def send_segments(network, stats: Stats, local_ip, remote_ip, out: list,
+                  mtu_seen: float = math.inf) -> int:
+    """Build and send the machine's output segments to ``remote_ip``; the
+    path's MTU (0 without a route). When it is below ``mtu_seen`` (the path
+    MTU went down), segments that no longer fit are held back: the caller
+    lowers the MSS, which resends them smaller (RFC 8201 5.2)."""
     try:
         path = network.path_to(remote_ip)
     except OSError:
         stats["drop.tcp.no_route"] += len(out)
-        return
+        return 0
+    if path.mtu < mtu_seen:
+        room = path.mtu - (_IP_HEADER if remote_ip.version == 4 else _IPV6_HEADER)
+        out = [(h, p) for h, p in out
+               if TCP_MIN_HEADER_LEN + options_length(h.options) + len(p) <= room]
     if path.tso_max and len(out) > 1:
         send_coalesced(path, stats, local_ip, remote_ip, out)
     else:
@@ -54,6 +63,7 @@ def send_segments(network, stats: Stats, local_ip, remote_ip, out: list) -> None
             segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
             output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
     stats["tcp.tx"] += len(out)
+    return path.mtu
 
 
 def send_coalesced(path, stats: Stats, local_ip, remote_ip, out: list) -> None:
@@ -65,6 +75,7 @@ def send_coalesced(path, stats: Stats, local_ip, remote_ip, out: list) -> None:
     or FIN, which GSO leaves on the last piece only (Linux tcp_gso_segment)."""
     compute = not path.offload
     output = path.output
+    ip_header = _IP_HEADER if remote_ip.version == 4 else _IPV6_HEADER
     n = len(out)
     runs = 0
     i = 0
@@ -74,7 +85,7 @@ def send_coalesced(path, stats: Stats, local_ip, remote_ip, out: list) -> None:
         j = i + 1
         if size and header.flags == ACK and j < n:
             opts = header.options
-            room = path.tso_max - _IP_HEADER - TCP_MIN_HEADER_LEN - options_length(opts)
+            room = path.tso_max - ip_header - TCP_MIN_HEADER_LEN - options_length(opts)
             limit = i + room // size  # segments that fit in one datagram
             seq = (header.seq + size) & _M32
             ack, window = header.ack, header.window
@@ -115,7 +126,7 @@ class TcpSocket:
 
     __slots__ = ("machine", "key", "local_ip", "remote_ip", "_network", "_stats", "_on_done",
                  "_on_established", "_send_channel", "_receive_channel", "_pending", "_scope",
-                 "_lot", "_done", "_name", "__weakref__")
+                 "_lot", "_done", "_name", "_mtu_seen", "__weakref__")
 
     def __init__(self, machine: TcpConnection, key: tuple, network, stats: Stats,
                  on_done: Callable[[TcpSocket], None],
@@ -137,6 +148,8 @@ class TcpSocket:
         self._scope: trio.CancelScope | None = None
         self._lot = trio.lowlevel.ParkingLot()
         self._done = False
+        #: The smallest path MTU seen while sending.
+        self._mtu_seen = math.inf
 
     def __repr__(self) -> str:
         return f"<TcpSocket {self.key} {self.machine.state.name}>"
@@ -217,7 +230,14 @@ class TcpSocket:
                 for header, payload in out:
                     trace.log_segment(self._name, "out", self.local_ip, self.remote_ip, header,
                                       len(payload), machine.iss, machine.irs)
-            send_segments(self._network, self._stats, self.local_ip, self.remote_ip, out)
+            mtu = send_segments(self._network, self._stats, self.local_ip, self.remote_ip, out,
+                                self._mtu_seen)
+            if 0 < mtu < self._mtu_seen:
+                # The path's MTU went down (a Packet Too Big about another
+                # transport's packet, a new route: RFC 8201 5.2): segments
+                # that no longer fit are resent smaller.
+                self._mtu_seen = mtu
+                self.path_mtu(mtu)
         if machine.closed and not self._done:
             # Closed from outside its task (abort, RST on close, a failed
             # connect): end the task and free the 4-tuple now instead of

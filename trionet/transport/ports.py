@@ -7,10 +7,32 @@ import hashlib
 import os
 import random
 from collections.abc import Callable
+from ipaddress import IPv4Address, IPv6Address
 
 #: RFC 6056 2.1 suggests 1024-65535; Linux's default range (ip_local_port_range).
 EPHEMERAL_LOW = 32768
 EPHEMERAL_HIGH = 60999
+
+
+#: A binding's address: one of ours, a family's wildcard (0.0.0.0, or ::
+#: for an IPV6_V6ONLY socket) or None (every address of both families).
+ANY_IPV4 = IPv4Address(0)
+ANY_IPV6 = IPv6Address(0)
+
+
+def family_wildcard(address) -> IPv4Address | IPv6Address:
+    """The wildcard of ``address``'s family (a key bindings are looked up by)."""
+    return ANY_IPV4 if address.version == 4 else ANY_IPV6
+
+
+def bindings_overlap(a, b) -> bool:
+    """Whether two bindings of one port would take the same datagrams
+    (as BSD sockets: a wildcard covers its family, None both)."""
+    if a is None or b is None:
+        return True
+    if a.version != b.version:
+        return False
+    return a == b or a.is_unspecified or b.is_unspecified
 
 
 def address_bytes(ip) -> bytes:

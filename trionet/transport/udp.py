@@ -12,15 +12,18 @@ from ..validate import IPAddress, check_port, parse_address
 from ..wire.errors import WireError
 from ..wire.ipv4 import PROTO_UDP
 from ..wire.udp import build_udp, parse_udp
-from .ports import EphemeralPortAllocator
+from .ports import ANY_IPV4, ANY_IPV6, EphemeralPortAllocator, bindings_overlap
 
 #: IPv4 maximum minus the IPv4 and UDP headers.
 MAX_UDP_PAYLOAD = 65535 - 20 - 8
+#: IPv6: the payload length field's maximum less the UDP header (RFC 8200 3).
+MAX_UDP6_PAYLOAD = 65535 - 8
 
 
 class UdpLayer:
-    """Sockets by (local address or None for "any", port); registers itself
-    with the network layer it is given."""
+    """Sockets by (local address, port): one of our addresses, a family's
+    wildcard (0.0.0.0, or :: for IPv6 only) or None (every address of both
+    families); registers itself with the network layer it is given."""
 
     def __init__(self, network: Any, stats: Stats, ports: EphemeralPortAllocator, *,
                  queue_size: int):
@@ -31,16 +34,19 @@ class UdpLayer:
         self.sockets: dict[tuple[IPAddress | None, int], UdpSocket] = {}
         network.register_transport(PROTO_UDP, self.input, icmp_error=self.icmp_error)
 
-    async def open(self, local_port: int = 0, local_address: Any = None) -> UdpSocket:
+    async def open(self, local_port: int = 0, local_address: Any = None, *,
+                   v6only: bool = False) -> UdpSocket:
+        """A socket on ``local_port`` (0: a free one) at ``local_address``
+        (None or "::": every address; "0.0.0.0": every IPv4 one; with
+        ``v6only``, "::" is every IPv6 one)."""
         check_port(local_port, "local_port")
-        address = self.network.bind_address(local_address, "local_address")
+        address = self.network.bind_address(local_address, "local_address", v6only=v6only)
         await trio.lowlevel.checkpoint()
         sockets = self.sockets
         if local_port == 0:
             used = {port for _, port in sockets}
             local_port = self.ports.allocate(address, None, 0, used.__contains__)
-        elif (address, local_port) in sockets or (None, local_port) in sockets or (
-                address is None and any(p == local_port for _, p in sockets)):
+        elif any(p == local_port and bindings_overlap(a, address) for a, p in sockets):
             raise OSError(errno.EADDRINUSE, f"UDP port {local_port} is in use")
         sock = UdpSocket(self, address, local_port, self.queue_size)
         sockets[(address, local_port)] = sock
@@ -59,15 +65,18 @@ class UdpLayer:
         udp, data = parse_udp(payload, header.src, header.dst, verify_checksum=verify)
         self.stats["udp.rx"] += 1
         sockets = self.sockets
-        sock = sockets.get((header.dst, udp.dst_port)) or sockets.get((None, udp.dst_port))
+        port = udp.dst_port
+        dst = header.dst
+        sock = sockets.get((dst, port)) or sockets.get(
+            (ANY_IPV4 if dst.version == 4 else ANY_IPV6, port)) or sockets.get((None, port))
         if sock is None:
             if not broadcast:
-                self.network.port_unreachable(raw)
+                self.network.port_unreachable(raw, iface)
             raise WireError("udp.no_socket")
-        if not sock.deliver(bytes(data), header.src, udp.src_port):
+        if not sock.deliver(bytes(data), header.src, udp.src_port, dst):
             raise WireError("udp.receive_queue_full")
 
-    def icmp_error(self, error) -> None:
+    def icmp_error(self, error) -> bool:
         """An ICMP error quoting one of our datagrams: handed to the socket
         that sent it (a connected socket reports it, RFC 1122 4.1.3.3; see
         ``UdpSocket.error_handler``), else counted."""
@@ -75,15 +84,30 @@ class UdpLayer:
         quoted = error.transport
         port = int.from_bytes(quoted[0:2], "big")
         sockets = self.sockets
-        sock = sockets.get((error.src, port)) or sockets.get((None, port))
+        src = error.src
+        sock = sockets.get((src, port)) or sockets.get(
+            (ANY_IPV4 if src.version == 4 else ANY_IPV6, port)) or sockets.get((None, port))
         if sock is None or sock.error_handler is None:
             self.stats["udp.icmp_error_ignored"] += 1
-            return
+            return sock is not None  # a Packet Too Big for a socket of ours still counts
         sock.error_handler(error.errno, (error.dst, int.from_bytes(quoted[2:4], "big")))
+        return True
 
-    def output(self, local_ip, local_port: int, dst: IPAddress, dst_port: int, data: bytes) -> None:
-        path = self.network.path_to(dst)
-        src = local_ip if local_ip is not None else path.source
+    async def output(self, local_ip, local_port: int, dst: IPAddress, dst_port: int,
+                     data: bytes, source: IPAddress | None = None) -> None:
+        dst = self.network.scoped(dst)
+        if local_ip is not None and not local_ip.is_unspecified and local_ip.version != dst.version:
+            raise OSError(errno.EAFNOSUPPORT, f"a socket bound to {local_ip} cannot send to {dst}")
+        if local_ip is not None and local_ip.is_unspecified and local_ip.version != dst.version:
+            raise OSError(errno.EAFNOSUPPORT, f"an IPv{local_ip.version} socket cannot send to "
+                                              f"{dst}")
+        path = await self.network.ready_path_to(dst)
+        if source is not None:
+            src = source
+        elif local_ip is not None and not local_ip.is_unspecified:
+            src = local_ip
+        else:
+            src = path.source
         datagram = build_udp(local_port, dst_port, data, src, dst, compute_checksum=not path.offload)
         path.output(path, src, dst, PROTO_UDP, datagram)
         self.stats["udp.tx"] += 1
@@ -115,20 +139,24 @@ class UdpSocket:
 
     @property
     def local_address(self) -> tuple[str, int]:
+        """(address, port); "0.0.0.0" for a socket on every address."""
         address = self.bound_address
         return (str(address) if address is not None else "0.0.0.0", self.local_port)
 
-    def deliver(self, payload: bytes, src: IPAddress, src_port: int) -> bool:
+    def deliver(self, payload: bytes, src: IPAddress, src_port: int, dst: IPAddress) -> bool:
         """Queue a received datagram; False when the queue is full."""
         try:
-            self._send_channel.send_nowait((payload, (str(src), src_port)))
+            self._send_channel.send_nowait((payload, (str(src), src_port), dst))
             return True
         except trio.WouldBlock:
             return False
 
-    async def sendto(self, data, address: tuple[Any, int]) -> None:
+    async def sendto(self, data, address: tuple[Any, int], *,
+                     source_address: Any = None) -> None:
         """Send one datagram. OSError(ENETUNREACH) when no route, EMSGSIZE
-        when too long for IPv4."""
+        when too long for its family. ``source_address`` (one of the
+        stack's; for a socket on every address) picks the source, as
+        IP_PKTINFO does: to answer from the address a request came to."""
         if self._closed:
             raise trio.ClosedResourceError("UDP socket is closed")
         if not isinstance(address, (tuple, list)) or len(address) != 2:
@@ -136,22 +164,36 @@ class UdpSocket:
         host, port = address
         dst = parse_address(host, "address")
         check_port(port, "port", allow_zero=False)
+        source = None
+        if source_address is not None:
+            source = self._layer.network.bind_address(source_address, "source_address")
+            if source is None or source.is_unspecified or source.version != dst.version:
+                raise ValueError(f"source_address: {source_address!r} is not an "
+                                 f"IPv{dst.version} address of this stack")
         if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
             raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
         data = bytes(data)
-        if len(data) > MAX_UDP_PAYLOAD:
+        if len(data) > (MAX_UDP_PAYLOAD if dst.version == 4 else MAX_UDP6_PAYLOAD):
             raise OSError(errno.EMSGSIZE, f"datagram of {len(data)} bytes is too long")
         await trio.lowlevel.checkpoint()
-        self._layer.output(self.bound_address, self.local_port, dst, port, data)
+        await self._layer.output(self.bound_address, self.local_port, dst, port, data, source)
 
     async def recvfrom(self) -> tuple[bytes, tuple[str, int]]:
         """The next datagram and its sender ``(host, port)``."""
+        data, sender, _ = await self.recvfrom_to()
+        return data, sender
+
+    async def recvfrom_to(self) -> tuple[bytes, tuple[str, int], str]:
+        """The next datagram, its sender ``(host, port)`` and the address it
+        was sent to (ours, or a broadcast or multicast group; as
+        IP_PKTINFO)."""
         if self._closed:
             raise trio.ClosedResourceError("UDP socket is closed")
         try:
-            return await self._receive_channel.receive()
+            data, sender, dst = await self._receive_channel.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise trio.ClosedResourceError("UDP socket is closed") from None
+        return data, sender, str(dst)
 
     def close(self) -> None:
         if not self._closed:

@@ -31,13 +31,12 @@ _ERROR_TYPES = frozenset((3, 4, 5, 11, 12))
 _ICMP = struct.Struct("!BBHI")
 
 
-@attrs.frozen(slots=True)
-class IcmpMessage:
-    type: int
-    code: int
-    #: The 32-bit word after the checksum ("rest of header").
-    rest: int = 0
-    payload: bytes = b""
+class EchoFields:
+    """Echo identifier and sequence number: the two halves of ``rest``, in
+    ICMP (RFC 792) as in ICMPv6 (RFC 4443 4.1)."""
+
+    __slots__ = ()
+    rest: int
 
     @property
     def identifier(self) -> int:
@@ -46,6 +45,15 @@ class IcmpMessage:
     @property
     def sequence(self) -> int:
         return self.rest & 0xFFFF
+
+
+@attrs.frozen(slots=True)
+class IcmpMessage(EchoFields):
+    type: int
+    code: int
+    #: The 32-bit word after the checksum ("rest of header").
+    rest: int = 0
+    payload: bytes = b""
 
     @property
     def next_hop_mtu(self) -> int:
