@@ -1,5 +1,5 @@
-"""An echo server on a TAP device: answers ping, echoes UDP and TCP, over
-IPv4 and IPv6.
+"""An echo server on a TAP (or TUN) device: answers ping, echoes UDP and
+TCP, over IPv4 and IPv6.
 
     sudo scripts/setup_tap.sh tap0 10.0.0.1/24 --user $USER
     python examples/echo_server.py --tap tap0 --address 10.0.0.2/24
@@ -10,9 +10,17 @@ IPv4 and IPv6.
     python examples/echo_server.py --tap tap0 --address 10.0.0.2/24 --address fd00::2/64
     python examples/echo_server.py --tap tap0 --slaac
 
+    # the IPv4 address from a DHCP server (RFC 2131) instead of --address:
+    python examples/echo_server.py --tap tap0 --dhcp
+
+    # a TUN (IP packets, no Ethernet, no neighbour discovery) instead:
+    sudo scripts/setup_tap.sh tun0 10.0.0.1/24 fd00::1/64 --tun --user $USER
+    python examples/echo_server.py --tun tun0 --address 10.0.0.2/24 --address fd00::2/64
+
 Every address answers (the link-local IPv6 one too). Prints a line
 containing "ready" and the addresses once serving (with --slaac, once an
-address was formed from an advertised prefix); exits 0 on SIGINT/SIGTERM.
+address was formed from an advertised prefix; with --dhcp, once a lease is
+bound); exits 0 on SIGINT/SIGTERM (releasing a DHCP lease).
 """
 
 import argparse
@@ -54,24 +62,33 @@ async def wait_for_slaac(iface: trionet.Interface, timeout: float) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
-    link: trionet.link.Link = trionet.TapLink(args.tap)
+    link: trionet.link.Link = trionet.TunLink(args.tun) if args.tun else trionet.TapLink(args.tap)
     if args.pcap:
         link = trionet.Capture(link, args.pcap)
     addresses = args.address or []
     with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async with trionet.Stack(seed=args.seed) as stack:
-            iface = stack.add_interface(link, addresses[0] if addresses else None,
-                                        gateway=args.gateway)
-            for address in addresses[1:]:
+            iface = stack.add_interface(link, None if args.dhcp or not addresses
+                                        else addresses[0], gateway=args.gateway,
+                                        dhcp=args.dhcp)
+            for address in addresses if args.dhcp else addresses[1:]:
                 iface.add_address(address)
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(udp_echo, stack, args.port)
                 await nursery.start(stack.serve_tcp, tcp_echo, args.port)
+                if args.dhcp:
+                    with trio.move_on_after(args.dhcp_timeout):
+                        await iface.dhcp_bound()
+                    if iface.dhcp_lease is None:
+                        print(f"echo_server: no DHCP lease within {args.dhcp_timeout} s",
+                              file=sys.stderr, flush=True)
+                        nursery.cancel_scope.cancel()
+                        return 1
                 if args.slaac:
                     await wait_for_slaac(iface, args.slaac_timeout)
                 shown = " ".join(str(a.interface) for a in iface.addresses) or "no address"
-                print(f"ready: {shown} on {args.tap}, echo on UDP and TCP port {args.port}",
-                      flush=True)
+                print(f"ready: {shown} on {args.tun or args.tap}, echo on UDP and TCP port "
+                      f"{args.port}", flush=True)
                 async for signum in signals:
                     print(f"got {signal.Signals(signum).name}, stopping", flush=True)
                     break
@@ -81,10 +98,18 @@ async def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tap", required=True, help="TAP device name (e.g. tap0)")
+    device = parser.add_mutually_exclusive_group(required=True)
+    device.add_argument("--tap", help="TAP device name (e.g. tap0)")
+    device.add_argument("--tun", help="TUN device name (e.g. tun0)")
     parser.add_argument("--address", action="append",
                         help="an address with prefix, IPv4 or IPv6 (10.0.0.2/24, fd00::2/64); "
                              "may be repeated")
+    parser.add_argument("--dhcp", action="store_true",
+                        help="take the IPv4 address, router and name servers from DHCP "
+                             "(--address may still add IPv6 ones); wait for the lease "
+                             "before 'ready'")
+    parser.add_argument("--dhcp-timeout", type=float, default=30.0,
+                        help="seconds to wait for a DHCP lease (default 30)")
     parser.add_argument("--slaac", action="store_true",
                         help="take IPv6 addresses from router advertisements (RFC 4862) and "
                              "wait for one before 'ready'")
@@ -97,8 +122,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--pcap", default=None, help="write every frame to this pcap file")
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging")
     args = parser.parse_args(argv)
-    if not args.address and not args.slaac:
-        parser.error("give at least one --address, or --slaac")
+    if not args.address and not args.slaac and not args.dhcp:
+        parser.error("give at least one --address, or --dhcp, or --slaac")
     return args
 
 

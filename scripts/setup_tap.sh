@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Create or delete a persistent TAP device for trionet, optionally inside a
-# network namespace, so that an unprivileged process can open it later.
+# Create or delete a persistent TAP (or, with --tun, TUN) device for trionet,
+# optionally inside a network namespace, so that an unprivileged process can
+# open it later.
 set -euo pipefail
 
 prog=$(basename "$0")
@@ -8,8 +9,8 @@ orig_args=("$@")
 
 synopsis() {
     cat <<EOF
-usage: $prog IFNAME CIDR [CIDR...] [--user USER] [--netns NS]
-       $prog IFNAME --delete [--netns NS]
+usage: $prog IFNAME CIDR [CIDR...] [--tun] [--user USER] [--netns NS]
+       $prog IFNAME --delete [--tun] [--netns NS]
 EOF
 }
 
@@ -19,14 +20,19 @@ usage() {
 
 Create a persistent TAP device IFNAME owned by USER (default: \$SUDO_USER,
 else the caller), give the host side the address CIDR (e.g. 10.0.0.1/24, or
-fd00::1/64; several may be given, of either family) and bring it up. With --netns, work inside network namespace NS (created if it
-does not exist). With --delete, remove IFNAME (from NS with --netns).
+fd00::1/64; several may be given, of either family) and bring it up. With
+--tun, create a TUN device instead (IP packets, no Ethernet: for
+trionet.TunLink); the host routes CIDR's network into it. With --netns, work
+inside network namespace NS (created if it does not exist). With --delete,
+remove IFNAME (from NS with --netns; a TUN with --tun).
 
 examples:
   sudo $prog tap0 10.0.0.1/24
   sudo $prog tap0 10.0.0.1/24 fd00::1/64
   sudo $prog tap0 10.0.0.1/24 --netns tn-lab --user alice
   sudo $prog tap0 --delete --netns tn-lab
+  sudo $prog tun0 10.0.0.1/24 fd00::1/64 --tun
+  sudo $prog tun0 --delete --tun
 EOF
 }
 
@@ -55,6 +61,7 @@ cidrs=()
 user=""
 netns=""
 delete=0
+mode=tap
 positional=()
 
 while (($#)); do
@@ -65,6 +72,9 @@ while (($#)); do
             ;;
         --delete)
             delete=1
+            ;;
+        --tun)
+            mode=tun
             ;;
         --user | --netns)
             (($# >= 2)) || usage_error "option $1 needs a value"
@@ -140,6 +150,7 @@ if [[ -n "$netns" ]]; then
     ipn=(ip -n "$netns")
 fi
 where=${netns:+ in namespace $netns}
+kind=${mode^^}  # TAP or TUN
 
 if ((delete)); then
     if [[ -n "$netns" ]] && ! ns_exists "$netns"; then
@@ -147,10 +158,10 @@ if ((delete)); then
     fi
     details=$("${ipn[@]}" -d link show dev "$ifname" 2>/dev/null) ||
         die "no interface '$ifname'$where"
-    [[ "$details" == *"tun type tap"* ]] ||
-        die "'$ifname'$where is not a TAP device; not touching it"
-    run "${ipn[@]}" tuntap del dev "$ifname" mode tap
-    echo "deleted TAP $ifname$where"
+    [[ "$details" == *"tun type $mode"* ]] ||
+        die "'$ifname'$where is not a $kind device; not touching it"
+    run "${ipn[@]}" tuntap del dev "$ifname" mode "$mode"
+    echo "deleted $kind $ifname$where"
     exit 0
 fi
 
@@ -168,12 +179,12 @@ if "${ipn[@]}" link show dev "$ifname" >/dev/null 2>&1; then
     die "interface '$ifname' already exists$where (remove it with: $prog $ifname --delete${netns:+ --netns $netns})"
 fi
 
-run "${ipn[@]}" tuntap add dev "$ifname" mode tap user "$user"
+run "${ipn[@]}" tuntap add dev "$ifname" mode "$mode" user "$user"
 # Roll back the half-made device if a later step fails.
-trap 'echo "$prog: failed; removing $ifname" >&2; "${ipn[@]}" tuntap del dev "$ifname" mode tap || true' ERR
+trap 'echo "$prog: failed; removing $ifname" >&2; "${ipn[@]}" tuntap del dev "$ifname" mode "$mode" || true' ERR
 for cidr in "${cidrs[@]}"; do
     run "${ipn[@]}" addr add "$cidr" dev "$ifname"
 done
 run "${ipn[@]}" link set dev "$ifname" up
 trap - ERR
-echo "created TAP $ifname (${cidrs[*]}) for user $user$where"
+echo "created $kind $ifname (${cidrs[*]}) for user $user$where"

@@ -32,7 +32,8 @@ import signal
 import subprocess
 import sys
 import time
-from contextlib import nullcontext
+from contextlib import asynccontextmanager, nullcontext
+from pathlib import Path
 
 import attrs
 import pytest
@@ -571,3 +572,41 @@ async def kernel_ping(
         check=True, timeout=overall,
     )
     return _parse_raw(proc.stdout)
+
+
+def dnsmasq_binary() -> str:
+    """dnsmasq's path (the dnsmasq-base package); skips the test without it."""
+    found = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
+    if found is None:
+        pytest.skip("dnsmasq is missing (apt-get install dnsmasq-base)")
+    return found
+
+
+@asynccontextmanager
+async def dnsmasq(ns: NetNamespace, ifname: str, workdir: Path, *options: str):
+    """dnsmasq in ``ns`` on ``ifname`` only (no configuration file, no
+    upstream servers, no hosts file; DNS, DHCP and router advertisements as
+    ``options`` ask), logging to ``workdir/dnsmasq.log``; yields that path
+    once its pid file is written, and stops it on exit."""
+    log_path = workdir / "dnsmasq.log"
+    pid_path = workdir / "dnsmasq.pid"
+    with open(log_path, "wb") as log:
+        daemon = ns.popen(
+            dnsmasq_binary(), "--conf-file=/dev/null", "-k", "--log-facility=-",
+            "--no-resolv", "--no-hosts", f"--pid-file={pid_path}",
+            f"--dhcp-leasefile={workdir / 'leases'}", f"--interface={ifname}",
+            "--except-interface=lo", "--bind-interfaces", *options,
+            stdout=log, stderr=subprocess.STDOUT)
+    try:
+        with trio.fail_after(10):
+            while not (pid_path.exists() and pid_path.read_text().strip()):
+                assert daemon.poll() is None, log_path.read_text()
+                await trio.sleep(0.02)
+        yield log_path
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait(timeout=5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import functools
 import math
+import socket
 
 import pytest
 import trio
@@ -225,8 +226,14 @@ async def test_udp_errors(two_stacks, autojump_clock):
 
 async def test_open_tcp_stream_argument_errors(two_stacks, autojump_clock):
     async with two_stacks() as (client, server, a, b):
-        with pytest.raises(ValueError, match="host"):
+        # A name is resolved (issue 12): one the stack cannot resolve is a
+        # gaierror, as socket.getaddrinfo's.
+        with pytest.raises(socket.gaierror):
             await client.open_tcp_stream("example", 80)
+        with pytest.raises(ValueError, match="host"):
+            await client.open_tcp_stream(None, 80)
+        with pytest.raises(TypeError, match="local_port"):
+            await client.open_tcp_stream("example", 80, local_port="1")
         with pytest.raises(ValueError, match="port"):
             await client.open_tcp_stream("10.0.0.2", 0)
         with pytest.raises(TypeError, match="port"):

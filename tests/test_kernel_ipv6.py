@@ -409,11 +409,6 @@ async def test_fetch_page_from_linux_http_server_over_ipv6(tmp_path):
 
 
 async def test_slaac_from_dnsmasq_router_advertisements(tmp_path):
-    dnsmasq = shutil.which("dnsmasq") or shutil.which("dnsmasq", path="/usr/sbin:/sbin")
-    if dnsmasq is None:
-        pytest.skip("dnsmasq is missing (apt-get install dnsmasq-base)")
-    log_path = tmp_path / "dnsmasq.log"
-    pid_path = tmp_path / "dnsmasq.pid"
     with trio.fail_after(60):
         with netns.NetNamespace.create("k6") as ns:
             async with persistent_tap_in(ns, "k6s") as tap:
@@ -423,21 +418,11 @@ async def test_slaac_from_dnsmasq_router_advertisements(tmp_path):
                 # as soon as the TAP has carrier (no DAD: an RA from a
                 # tentative address is not sent).
                 setup_ipv6_link(ns, tap, f"{SLAAC_KERNEL}/64", accept_dad=False)
-                with open(log_path, "wb") as log:
-                    daemon = ns.popen(
-                        dnsmasq, "--conf-file=/dev/null", "-k", "--log-facility=-",
-                        "--no-resolv", "--no-hosts", "--port=0", f"--pid-file={pid_path}",
-                        f"--dhcp-leasefile={tmp_path / 'leases'}", f"--interface={tap}",
-                        "--except-interface=lo", "--bind-interfaces", "--no-ping",
-                        "--enable-ra", f"--dhcp-range={SLAAC_PREFIX.network_address},ra-only,64",
-                        stdout=log, stderr=subprocess.STDOUT)
-                with trio.fail_after(10):
-                    while not (pid_path.exists() and pid_path.read_text().strip()):
-                        assert daemon.poll() is None, log_path.read_text()
-                        await trio.sleep(0.02)
-
-                async with background(ns, *SERVER, "--tap", tap, "--slaac",
-                                      "--slaac-timeout", 20, "--seed", 5, cwd=ROOT) as server:
+                async with netns.dnsmasq(
+                        ns, tap, tmp_path, "--port=0", "--no-ping", "--enable-ra",
+                        f"--dhcp-range={SLAAC_PREFIX.network_address},ra-only,64") as log_path, \
+                        background(ns, *SERVER, "--tap", tap, "--slaac",
+                                   "--slaac-timeout", 20, "--seed", 5, cwd=ROOT) as server:
                     ready = await _read_until(server, "ready", 30)
                     addresses = [ipaddress.IPv6Interface(word) for word in ready.split()
                                  if ":" in word and "/" in word]
@@ -460,13 +445,6 @@ async def test_slaac_from_dnsmasq_router_advertisements(tmp_path):
                     code, rest = await server.finish(15)
                     assert code == 0, rest
 
-                daemon.terminate()
-                try:
-                    daemon.wait(timeout=5)
-                except subprocess.TimeoutExpired:
-                    daemon.kill()
-                    daemon.wait(timeout=5)
-                assert daemon.returncode is not None
                 log_text = log_path.read_text()
                 assert "router advertisement on" in log_text, log_text
                 assert "RTR-SOLICIT" in log_text, log_text  # trionet solicited at start

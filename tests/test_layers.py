@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("interface", ("trionet.interface",)),
     ("network", ("trionet.network",)),
     ("transport", ("trionet.transport", "trionet.tcp")),
+    ("dhcp", ("trionet.dhcp",)),
     ("api", ("trionet.api",)),
     ("testing", ("trionet.testing",)),
     ("tools", ("trionet.plot",)),

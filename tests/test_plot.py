@@ -203,12 +203,13 @@ MAC_C = bytes.fromhex("020000000001")
 MAC_S = bytes.fromhex("020000000002")
 
 
-def write_pcap(records, *, nanoseconds: bool = False, big_endian: bool = False) -> bytes:
-    """A classic pcap file (LINKTYPE_ETHERNET), written here independently
-    of trionet.link.capture."""
+def write_pcap(records, *, nanoseconds: bool = False, big_endian: bool = False,
+               linktype: int = 1) -> bytes:
+    """A classic pcap file (LINKTYPE_ETHERNET, or ``linktype``), written
+    here independently of trionet.link.capture."""
     order = ">" if big_endian else "<"
     magic = 0xA1B23C4D if nanoseconds else 0xA1B2C3D4
-    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, 1)]
+    out = [struct.pack(order + "IHHiIII", magic, 2, 4, 0, 0, 65535, linktype)]
     for t, frame in records:
         seconds = int(t)
         fraction = round((t - seconds) * (1e9 if nanoseconds else 1e6))
@@ -268,6 +269,25 @@ def test_sequence_numbers_unwrap_across_2_to_the_32():
         ("SYN", 0, True), ("SYN-ACK", 1, False), ("FIN", 3001, True), ("FIN", 3002, False)]
     assert series.data_bytes == 3000 and series.retransmitted_bytes == 1000
     assert series.events[-1].time == pytest.approx(0.35)
+
+
+def test_a_tun_capture_of_bare_ip_packets_reads_as_the_ethernet_one():
+    """A TUN's capture is LINKTYPE_RAW (101): the same packets without
+    their Ethernet headers give the same connection, either byte order."""
+    records = handshake(1000, 5000)
+    records.append((0.03, c2s(1001, 5001, ACK | PSH, data=bytes(500))))
+    records.append((0.04, s2c(5001, 1501, ACK)))
+    records.append((0.05, bytes(28)))  # version nibble 0: not IPv4 (kept whole below)
+    ethernet = read_trace(write_pcap(records))
+    for big_endian in (False, True):
+        raw = read_trace(write_pcap([(t, frame[14:] if len(frame) > 28 else frame)
+                                     for t, frame in records], linktype=101,
+                                    big_endian=big_endian))
+        assert [c.packets for c in raw.connections] == \
+            [c.packets for c in ethernet.connections]
+        assert raw.skipped["not_ipv4"] == 1
+    series = time_sequence(find_connection(raw))
+    assert [(s.start, s.end) for s in series.segments] == [(1, 501)]
 
 
 def test_window_scale_from_the_handshake():

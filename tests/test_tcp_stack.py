@@ -268,6 +268,9 @@ async def test_listener_port_in_use_and_bad_arguments(two_stacks, autojump_clock
         with pytest.raises(ValueError, match="port"):
             await net.client.open_tcp_stream("10.0.0.2", 70000)
         with pytest.raises(ValueError, match="host"):
+            await net.client.open_tcp_stream(None, 80)
+        # A name is resolved (issue 12); one nobody knows: gaierror.
+        with pytest.raises(OSError):
             await net.client.open_tcp_stream("not-an-address", 80)
         with pytest.raises(TypeError, match="port"):
             await net.client.open_tcp_stream("10.0.0.2", "80")

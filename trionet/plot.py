@@ -34,7 +34,7 @@ from types import MappingProxyType
 
 import attrs
 
-from .link.capture import read_pcap
+from .link.capture import LINKTYPE_RAW, pcap_linktype, read_pcap
 from .wire import ETHERTYPE_IPV4, PROTO_TCP, WireError, parse_ethernet, parse_ipv4
 from .wire.tcp import ACK, FIN, RST, SYN, TcpOptions, parse_tcp
 
@@ -239,18 +239,21 @@ def _complete_records(data: bytes) -> bytes:
     return data[:offset]
 
 
-def _read_records(source) -> tuple[list[tuple[float, bytes]], int]:
+def _read_records(source) -> tuple[list[tuple[float, bytes]], int, bool]:
+    """The records, how many were cut short, and whether frames are bare
+    IP packets (a TUN's capture, ``LINKTYPE_RAW``) rather than Ethernet."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
     else:
         with open(source, "rb") as f:
             data = f.read()
+    raw = pcap_linktype(data) == LINKTYPE_RAW
     try:
-        return read_pcap(data), 0
+        return read_pcap(data), 0, raw
     except ValueError as exc:
         if "truncated" not in str(exc):
             raise
-    return read_pcap(_complete_records(data)), 1
+    return read_pcap(_complete_records(data)), 1, raw
 
 
 class _ConnectionBuilder:
@@ -291,7 +294,8 @@ class _ConnectionBuilder:
 
 
 def read_trace(source, *, verify_checksums: bool = False) -> TcpTrace:
-    """Every TCP connection (IPv4, Ethernet frames) of a pcap file.
+    """Every TCP connection (IPv4; Ethernet frames, or bare IP packets in a
+    TUN's ``LINKTYPE_RAW`` capture) of a pcap file.
 
     ``source``: a path or the file's bytes. Raises OSError if the file cannot
     be read, ValueError if it is not pcap. Frames that do not decode are
@@ -302,7 +306,7 @@ def read_trace(source, *, verify_checksums: bool = False) -> TcpTrace:
     frame whose IPv4 or TCP checksum fails is skipped (``"ipv4.bad_checksum"``,
     ``"tcp.bad_checksum"``), as the receiver would have dropped it.
     """
-    records, truncated = _read_records(source)
+    records, truncated, raw_ip = _read_records(source)
     skipped: Counter[str] = Counter()
     if truncated:
         skipped["pcap.truncated_record"] += truncated
@@ -310,10 +314,16 @@ def read_trace(source, *, verify_checksums: bool = False) -> TcpTrace:
     builders: list[_ConnectionBuilder] = []
     for number, (timestamp, frame) in enumerate(records, 1):
         try:
-            eth, payload = parse_ethernet(frame)
-            if eth.ethertype != ETHERTYPE_IPV4:
-                skipped["not_ipv4"] += 1
-                continue
+            if raw_ip:
+                payload = frame
+                if not frame or frame[0] >> 4 != 4:
+                    skipped["not_ipv4"] += 1
+                    continue
+            else:
+                eth, payload = parse_ethernet(frame)
+                if eth.ethertype != ETHERTYPE_IPV4:
+                    skipped["not_ipv4"] += 1
+                    continue
             ip, segment = parse_ipv4(payload, verify_checksum=verify_checksums)
             if ip.protocol != PROTO_TCP:
                 skipped["not_tcp"] += 1

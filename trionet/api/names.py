@@ -1,12 +1,14 @@
 """Names to addresses for a stack: ``getaddrinfo``/``getnameinfo`` as the
-socket module answers them, from the stack's static hosts table (and, once
-it has one, its resolver). Numeric hosts never leave the process."""
+socket module answers them, from the stack's static hosts table, then
+``localhost``, then DNS (``stack.resolver``, when the stack knows name
+servers), DNS answers in RFC 6724 destination order. Numeric hosts never
+leave the process."""
 
 from __future__ import annotations
 
 import socket as stdlib
 from collections.abc import Callable, Iterable, MutableMapping
-from ipaddress import IPv4Address, IPv6Address, ip_address
+from ipaddress import IPv4Address, IPv6Address, IPv6Network, ip_address
 from typing import Any
 
 import trio
@@ -69,6 +71,54 @@ class HostsTable(MutableMapping):
 
     def __repr__(self) -> str:
         return f"HostsTable({ {k: [str(a) for a in v] for k, v in self._names.items()} })"
+
+
+def check_nameservers(value: Any) -> tuple[IPAddress, ...]:
+    """``Stack(nameservers=...)``: a list of IP addresses of either family
+    (text or ``ipaddress`` objects; a link-local IPv6 one may name its
+    interface: "fe80::1%eth0"); TypeError/ValueError naming the argument."""
+    if value is None:
+        return ()
+    if isinstance(value, (str, bytes, IPv4Address, IPv6Address)):
+        raise TypeError(f"nameservers must be a list of IP addresses, not one "
+                        f"{type(value).__name__} ({value!r}): write [{value!r}]")
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"nameservers must be a list of IP addresses, not "
+                        f"{type(value).__name__}") from None
+    servers: list[IPAddress] = []
+    for item in items:
+        if isinstance(item, str):
+            try:
+                item = ip_address(item)
+            except ValueError:
+                raise ValueError(f"nameservers: {item!r} is not an IP address") from None
+        elif not isinstance(item, (IPv4Address, IPv6Address)):
+            raise TypeError(f"nameservers: each must be an IP address (a str or an ipaddress "
+                            f"object), not {type(item).__name__} {item!r}")
+        if item.is_multicast or item.is_unspecified:
+            raise ValueError(f"nameservers: {item} cannot be a name server")
+        if item not in servers:
+            servers.append(item)
+    return tuple(servers)
+
+
+def current_nameservers(static: Iterable[IPAddress], interfaces) -> list[IPAddress]:
+    """The name servers in use: ``static`` ones, then those of each
+    interface's DHCP lease, then those its IPv6 routers advertise (RFC 8106
+    RDNSS), each once."""
+    found = list(static)
+    for iface in interfaces:
+        lease = getattr(iface, "dhcp_lease", None)
+        found.extend(getattr(lease, "dns_servers", None) or ())
+    for iface in interfaces:
+        found.extend(getattr(iface, "ipv6_nameservers", None) or ())
+    servers: list[IPAddress] = []
+    for server in found:
+        if isinstance(server, (IPv4Address, IPv6Address)) and server not in servers:
+            servers.append(server)
+    return servers
 
 
 def service_port(port: Any, socktype: int) -> int:
@@ -143,7 +193,9 @@ async def getaddrinfo(stack, host, port, family: int = 0, type: int = 0, proto: 
     except ValueError:
         if flags & stdlib.AI_NUMERICHOST:
             raise _no_name(host) from None
-        addresses = await resolve(stack, host)
+        addresses, canonical = await resolve(stack, host, family)
+        if canonical and flags & stdlib.AI_CANONNAME:
+            host = canonical
     else:
         if address.version == 6 and address.scope_id is not None:
             address = _with_named_scope(stack, address)
@@ -170,15 +222,73 @@ def _with_named_scope(stack, address: IPv6Address) -> IPv6Address:
     return address
 
 
-async def resolve(stack, name: str) -> list[IPAddress]:
-    """The addresses of ``name``: the hosts table, then ``localhost``."""
+async def resolve(stack, name: str, family: int = 0) -> tuple[list[IPAddress], str]:
+    """The addresses of ``name`` and its canonical name ("" if not from
+    DNS): the hosts table, then ``localhost``, then DNS (sorted as RFC 6724
+    6 asks); ``socket.gaierror`` when none has it."""
     try:
-        return stack.hosts[name]
+        return stack.hosts[name], ""
     except (KeyError, TypeError):
         pass
     if name.rstrip(".").lower() == "localhost":
-        return [IPv4Address("127.0.0.1")]
-    raise _no_name(name)
+        return [IPv4Address("127.0.0.1")], ""
+    addresses, canonical = await stack.resolver.resolve(name, family)
+    return sort_destinations(stack, addresses), canonical
+
+
+# --- RFC 6724 destination address selection ----------------------------------
+
+#: RFC 6724 2.1: the default policy table (prefix, precedence, label); IPv4
+#: addresses are looked up as IPv4-mapped ones.
+_POLICY = [(IPv6Network(prefix), precedence, label) for prefix, precedence, label in (
+    ("::1/128", 50, 0), ("::ffff:0:0/96", 35, 4), ("2002::/16", 30, 2), ("2001::/32", 5, 5),
+    ("fc00::/7", 3, 13), ("::/96", 1, 3), ("fec0::/10", 1, 11), ("3ffe::/16", 1, 12),
+    ("::/0", 40, 1))]
+_LINK_LOCAL, _SITE_LOCAL, _GLOBAL = 0x2, 0x5, 0xE
+
+
+def _policy(address: IPAddress) -> tuple[int, int]:
+    if address.version == 4:
+        address = IPv6Address(0xFFFF00000000 | int(address))
+    # The table above lists longer prefixes first (longest match, 2.1).
+    best = max((entry for entry in _POLICY if address in entry[0]),
+               key=lambda entry: entry[0].prefixlen)
+    return best[1], best[2]
+
+
+def _scope(address: IPAddress) -> int:
+    """RFC 6724 3.1 (RFC 4291 2.7; IPv4 as 3.2 maps it)."""
+    if address.version == 4:
+        if address.is_loopback or address.is_link_local:
+            return _LINK_LOCAL
+        return _GLOBAL
+    if address.is_multicast:
+        return (int(address) >> 112) & 0xF
+    if address.is_loopback or address.is_link_local:
+        return _LINK_LOCAL
+    if address.is_site_local:
+        return _SITE_LOCAL
+    return _GLOBAL
+
+
+def sort_destinations(stack, addresses: list[IPAddress]) -> list[IPAddress]:
+    """``addresses`` in RFC 6724 6 order: rule 1 (a destination we have no
+    route or source address for last), rule 2 (the source's scope matches),
+    rule 5 (its label matches), rule 6 (higher precedence: IPv6 before
+    IPv4), rule 8 (smaller scope); otherwise as given (rule 10: DNS
+    round-robin is kept; rule 9's longest prefix match is not applied, as
+    RFC 6724 allows for IPv4 and many stacks do for IPv6 too)."""
+    def key(address: IPAddress) -> tuple:
+        scope = _scope(address)
+        precedence, label = _policy(address)
+        try:
+            source = stack.network.path_to(stack.network.scoped(address)).source
+        except (OSError, ValueError):
+            source = None
+        if source is None:
+            return (1, 1, 1, -precedence, scope)
+        return (0, _scope(source) != scope, _policy(source)[1] != label, -precedence, scope)
+    return sorted(addresses, key=key)
 
 
 async def getnameinfo(stack, sockaddr, flags: int) -> tuple[str, str]:
@@ -205,3 +315,81 @@ async def getnameinfo(stack, sockaddr, flags: int) -> tuple[str, str]:
         except OSError:
             pass
     return name, service
+
+
+# --- connecting to a name ------------------------------------------------------------------
+
+
+def is_name(host: Any) -> bool:
+    """Whether ``host`` is a name to resolve (not an address literal)."""
+    if isinstance(host, bytes):
+        try:
+            host = host.decode("ascii")
+        except UnicodeDecodeError:
+            return False
+    if not isinstance(host, str) or not host or host == "localhost":
+        return False
+    try:
+        ip_address(host)
+    except ValueError:
+        return True
+    return False
+
+
+def _interleave(addresses: list[IPAddress]) -> list[IPAddress]:
+    """RFC 6555 5.4 (and RFC 8305 4): the first attempt of the other family
+    comes second."""
+    ordered = list(addresses)
+    for i, address in enumerate(ordered):
+        if address.version != ordered[0].version:
+            ordered.insert(1, ordered.pop(i))
+            break
+    return ordered
+
+
+async def open_tcp_by_name(stack, host: Any, port: int, *, local_port: int | None,
+                           delay: float) -> Any:
+    """Resolve ``host`` and connect to its addresses as Trio's
+    ``open_tcp_stream`` does (RFC 8305 5, "happy eyeballs"): an attempt
+    starts when the one before fails or ``delay`` seconds pass; the first
+    connection wins and the other attempts are cancelled (one that connects
+    anyway is reset)."""
+    from ..tcp.stream import Stream
+
+    if isinstance(host, bytes):
+        host = host.decode("ascii")
+    infos = await getaddrinfo(stack, host, port, 0, stdlib.SOCK_STREAM)
+    addresses: list[IPAddress] = []
+    for info in infos:
+        address = ip_address(info[4][0])
+        if address not in addresses:
+            addresses.append(address)
+    targets = _interleave(addresses)
+    winner: list = []
+    errors: list[OSError] = []
+
+    async def attempt(address: IPAddress, failed: trio.Event, nursery: trio.Nursery) -> None:
+        try:
+            conn = await stack.tcp.connect(address, port, local_port=local_port)
+        except OSError as exc:
+            errors.append(exc)
+            failed.set()
+            return
+        if winner:
+            conn.abort()  # another attempt won meanwhile
+            return
+        winner.append(conn)
+        nursery.cancel_scope.cancel()
+
+    async with trio.open_nursery() as nursery:
+        for address in targets:
+            failed = trio.Event()
+            nursery.start_soon(attempt, address, failed, nursery)
+            with trio.move_on_after(delay):
+                await failed.wait()
+    if winner:
+        return Stream(winner[0])
+    if len(errors) == 1:
+        raise errors[0]
+    message = f"all attempts to connect to {host}:{port} failed"
+    raise OSError(message) from ExceptionGroup(message, errors)

@@ -60,9 +60,9 @@ def use_stack(stack) -> Iterator[None]:
     inside it), Trio's socket layer is ``stack``'s: ``trio.socket.socket()``
     makes trionet sockets and ``getaddrinfo`` asks the stack. Outside it,
     the kernel's sockets and resolver, in the same ``trio.run``."""
-    from .stack import Stack
-
-    if not isinstance(stack, Stack):
+    # Duck-typed: stack.py imports this module (its resolver runs dnspython
+    # inside use_stack), so this one does not import it back.
+    if not callable(getattr(stack, "socket_families", None)) or not hasattr(stack, "tcp"):
         raise TypeError(f"use_stack needs a trionet.Stack, not {type(stack).__name__}")
     _install()
     token = _current_stack.set(stack)
@@ -490,7 +490,8 @@ def _parse_numeric(host: str, family: int):
 
 
 _CONNECTION_ERRNO = {"reset": errno.ECONNRESET, "refused": errno.ECONNREFUSED,
-                     "timeout": errno.ETIMEDOUT, "unreachable": errno.EHOSTUNREACH}
+                     "timeout": errno.ETIMEDOUT, "unreachable": errno.EHOSTUNREACH,
+                     "address_lost": errno.ECONNABORTED}
 
 #: Socket options a TCP connection takes: (level, option) -> (TcpConfig name, conversion).
 _TCP_OPTIONS = {

@@ -19,19 +19,21 @@ from typing import Any
 
 import trio
 
+from ..dhcp.client import DhcpClients, DhcpConfig
 from ..interface import ArpConfig, AutoconfConfig, Interface, NdpConfig
 from ..link.base import Link
 from ..network import NetworkLayer, Path, ReassemblyConfig, Route
 from ..stats import Stats
 from ..tcp.demux import TcpLayer
-from ..tcp.listener import Listener
+from ..tcp.listener import Listener, TcpForwarder
 from ..tcp.stream import Stream
 from ..transport.ports import EphemeralPortAllocator
-from ..transport.udp import MAX_UDP_PAYLOAD, UdpLayer, UdpSocket
+from ..transport.udp import MAX_UDP_PAYLOAD, UdpForwarder, UdpLayer, UdpSocket
 from ..validate import (check_int, check_number, check_port, check_seconds,
                         parse_address)
 from . import names
 from .names import HostsTable
+from .resolver import Resolver
 
 log = logging.getLogger("trionet.stack")
 
@@ -80,7 +82,8 @@ class Stack:
                  icmp_error_burst: int = 50, udp_queue_size: int = 256, seed: int | None = None,
                  close_timeout: float = 2.0, max_connections: int = 65536,
                  stats: Stats | None = None, name: str | None = None,
-                 ndp: NdpConfig | None = None, autoconf: AutoconfConfig | None = None):
+                 ndp: NdpConfig | None = None, autoconf: AutoconfConfig | None = None,
+                 nameservers: Any = ()):
         _check_options(forwarding=forwarding, arp=arp, reassembly=reassembly,
                        icmp_error_rate=icmp_error_rate, icmp_error_burst=icmp_error_burst,
                        udp_queue_size=udp_queue_size, close_timeout=close_timeout,
@@ -120,6 +123,14 @@ class Stack:
         #: Static names -> addresses (``stack.hosts["db"] = ["10.0.0.5"]``),
         #: asked first by ``getaddrinfo`` (and so by Trio inside ``use_stack``).
         self.hosts = HostsTable()
+        self._static_nameservers = names.check_nameservers(nameservers)
+        #: DNS (``stack.resolver.timeout``, ``.lifetime``, ``.cache``): asked
+        #: by ``getaddrinfo`` for names the hosts table does not have.
+        self.resolver = Resolver(self, rng=random.Random(
+            hashlib.blake2s(b"trionet dns " + secret).digest()))
+        #: DHCPv4 clients by interface (``add_interface(link, dhcp=True)``).
+        self._dhcp = DhcpClients(self.network, self.udp, self.stats, rng,
+                                 self._dhcp_lease_changed)
         self._nursery: trio.Nursery | None = None
         self._exit_stack: AsyncExitStack | None = None
         self._closed = False
@@ -139,6 +150,8 @@ class Stack:
         try:
             self._nursery = await self._exit_stack.enter_async_context(trio.open_nursery())
             await self._nursery.start(self.network.run)
+            for client in self._dhcp.clients.values():
+                await self._nursery.start(client.run)
         except BaseException as exc:
             await self._exit_stack.__aexit__(type(exc), exc, exc.__traceback__)
             raise
@@ -156,6 +169,10 @@ class Stack:
                         and trio.current_effective_deadline() != -math.inf):
                     await self.tcp.close_gracefully(self.close_timeout)
                     graceful = True
+                if exc_type is None and self._dhcp.clients:
+                    # RFC 2131 4.4.6: give leases back, while the links are up.
+                    await self._dhcp.release_all(
+                        1.0 if trio.current_effective_deadline() != -math.inf else 0.0)
             finally:
                 self.tcp.close_all(graceful=graceful)
                 self._nursery.cancel_scope.cancel()
@@ -204,7 +221,8 @@ class Stack:
         self.network.forwarding = value
 
     def add_interface(self, link: Link, address: Any = None, *, gateway: Any = None,
-                      mac: bytes | str | None = None, name: str | None = None) -> Interface:
+                      mac: bytes | str | None = None, name: str | None = None,
+                      dhcp: bool | DhcpConfig = False) -> Interface:
         """Attach ``link`` with ``address`` ("10.0.0.2/24" or "fd00::2/64";
         more with ``interface.add_address``); a connected route to its
         network is added, and a default route via ``gateway`` if given (an
@@ -212,8 +230,42 @@ class Stack:
         gets an IPv6 link-local address (RFC 7217, from the stack's seed)
         and takes addresses from router advertisements (SLAAC, RFC 4862);
         new IPv6 addresses are tentative until duplicate address detection
-        passes (``interface.addresses`` shows their state)."""
-        return self.network.add_interface(link, address, gateway=gateway, mac=mac, name=name)
+        passes (``interface.addresses`` shows their state).
+
+        ``dhcp=True`` (or a ``trionet.DhcpConfig``) runs a DHCPv4 client on
+        the interface (RFC 2131; an Ethernet link): the lease's address,
+        routes, MTU and name servers are configured and removed as it comes
+        and goes (``interface.dhcp_lease``, ``await
+        interface.dhcp_bound()``). It excludes an IPv4 ``address`` and
+        ``gateway`` (ValueError); an IPv6 one may go with it."""
+        config = None
+        if dhcp is True:
+            config = DhcpConfig()
+        elif isinstance(dhcp, DhcpConfig):
+            config = dhcp
+        elif dhcp is not False and dhcp is not None:
+            raise TypeError(f"dhcp must be a bool or a trionet.DhcpConfig, not "
+                            f"{type(dhcp).__name__}")
+        if config is not None:
+            for value, what in ((address, "address"), (gateway, "gateway")):
+                if value is not None and ":" not in str(value):
+                    raise ValueError(f"{what}: an IPv4 {what} and dhcp exclude each other "
+                                     "(the DHCP lease gives them)")
+            if not getattr(link, "needs_arp", True) or not getattr(link, "ethernet", True):
+                raise ValueError("dhcp: DHCP needs an Ethernet link (this one has no "
+                                 "link-layer broadcast)")
+        iface = self.network.add_interface(link, address, gateway=gateway, mac=mac, name=name)
+        if config is not None:
+            client = self._dhcp.add(iface, config)
+            if self._nursery is not None:
+                self._nursery.start_soon(client.run)
+        return iface
+
+    def _dhcp_lease_changed(self, iface: Interface) -> None:
+        """A DHCP lease came, changed or went on ``iface``: ``nameservers``
+        (which reads ``iface.dhcp_lease``) changes with it."""
+        log.debug("%s: name servers now %s", iface.name,
+                  ", ".join(map(str, self.nameservers)) or "none")
 
     def add_route(self, network: Any, *, gateway: Any = None, interface: Interface | None = None,
                   metric: int = 0) -> Route:
@@ -250,6 +302,8 @@ class Stack:
         counts = {"tasks": len(self.tasks())}
         counts.update(self.network.resources())
         counts["udp_sockets"] = len(self.udp.sockets)
+        counts["udp_forwarders"] = len(self.udp.forwarders)
+        counts["udp_forwarder_queue"] = sum(f.queued for f in self.udp.forwarders.values())
         counts.update(self.tcp.resources())
         return counts
 
@@ -258,9 +312,20 @@ class Stack:
     async def getaddrinfo(self, host: Any, port: Any, family: int = 0, type: int = 0,
                           proto: int = 0, flags: int = 0) -> list[tuple]:
         """What ``socket.getaddrinfo`` would return, answered by this stack:
-        numeric hosts as they are, names from ``stack.hosts``;
-        ``socket.gaierror`` (EAI_NONAME) for a name it does not know."""
+        numeric hosts as they are, names from ``stack.hosts``, then
+        ``localhost``, then DNS (``stack.nameservers``; A and AAAA as
+        ``family`` asks, in RFC 6724 order). ``socket.gaierror``: EAI_NONAME
+        for a name that does not exist or has no address (or no server to
+        ask), EAI_AGAIN when the servers time out or fail (SERVFAIL),
+        EAI_FAIL for answers that cannot be used."""
         return await names.getaddrinfo(self, host, port, family, type, proto, flags)
+
+    @property
+    def nameservers(self) -> list:
+        """The DNS servers in use now, in order: ``Stack(nameservers=...)``,
+        then those of DHCP leases, then those IPv6 routers advertise (RDNSS,
+        RFC 8106; a link-local one with its interface as scope)."""
+        return names.current_nameservers(self._static_nameservers, self.interfaces)
 
     async def getnameinfo(self, sockaddr: tuple, flags: int = 0) -> tuple[str, str]:
         """What ``socket.getnameinfo`` would return, from ``stack.hosts``."""
@@ -293,14 +358,77 @@ class Stack:
         "0.0.0.0" for every IPv4 one, or one of the stack's."""
         return await self.udp.open(local_port, local_address)
 
+    # --- forwarders -----------------------------------------------------------
+
+    def _forwarder_interface(self, interface: Any) -> Interface:
+        if isinstance(interface, str):
+            found = self.network.routing.interface_named(interface)
+            if found is None:
+                raise ValueError(f"interface: the stack has no interface {interface!r}")
+            return found
+        if not isinstance(interface, Interface):
+            raise TypeError(f"interface must be a trionet.Interface or its name, not "
+                            f"{type(interface).__name__}")
+        if interface not in self.interfaces:
+            raise ValueError("interface: not an interface of this stack")
+        return interface
+
+    async def open_tcp_forwarder(self, interface: Any, *,
+                                 backlog: int | None = None) -> TcpForwarder:
+        """A ``trio.abc.Listener`` of TCP connections to *any* address and
+        port arriving on ``interface`` (an Interface of this stack or its
+        name), as gVisor's tcp.Forwarder: the handshake is completed as if
+        the destination were ours, and the stream's ``local_address`` is
+        the original destination. Connections to the stack's own addresses
+        still go to its listeners. Bounded as a listener (SYN cookies,
+        ``backlog``, ``max_connections``). OSError(EADDRINUSE) if the
+        interface has a TCP forwarder already."""
+        self._check_running()
+        iface = self._forwarder_interface(interface)
+        await trio.lowlevel.checkpoint()
+        return TcpForwarder(self.tcp, iface, backlog)
+
+    async def open_udp_forwarder(self, interface: Any, *,
+                                 queue_size: int | None = None) -> UdpForwarder:
+        """Datagrams to *any* address and port arriving on ``interface``:
+        ``data, source, destination = await forwarder.receive()`` (both
+        ``(host, port)``), answered with ``await forwarder.sendto(data,
+        source, source_address=destination)``. A bounded queue
+        (``queue_size``, by default the stack's ``udp_queue_size``); beyond
+        it datagrams are dropped, counted. Datagrams to the stack's own
+        addresses still go to its sockets. OSError(EADDRINUSE) if the
+        interface has a UDP forwarder already."""
+        self._check_running()
+        iface = self._forwarder_interface(interface)
+        if queue_size is None:
+            queue_size = self.udp.queue_size
+        check_int(queue_size, "queue_size", 1)
+        return await self.udp.open_forwarder(iface, queue_size)
+
     # --- TCP ---------------------------------------------------------------------
 
-    async def open_tcp_stream(self, host: Any, port: int, *, local_port: int | None = None) -> Stream:
+    async def open_tcp_stream(self, host: Any, port: int, *, local_port: int | None = None,
+                              happy_eyeballs_delay: float = 0.25) -> Stream:
         """Connect to ``(host, port)``; returns a ``trionet.Stream``.
 
+        A name is resolved (``getaddrinfo``) and its addresses tried as
+        Trio's ``open_tcp_stream`` does (RFC 8305 happy eyeballs): the next
+        attempt starts when one fails or ``happy_eyeballs_delay`` seconds
+        pass; the first to connect wins, the others are cancelled. If all
+        fail, OSError (its ``__cause__`` holds each attempt's error; the
+        error itself when there was one address).
+
         ConnectionRefusedError (ECONNREFUSED) on RST, TimeoutError (ETIMEDOUT)
-        when the SYNs go unanswered, OSError(ENETUNREACH) with no route."""
+        when the SYNs go unanswered, OSError(ENETUNREACH) with no route,
+        ``socket.gaierror`` when the name does not resolve."""
         self._check_running()
+        if names.is_name(host):
+            check_port(port, "port", allow_zero=False)
+            if local_port is not None:
+                check_port(local_port, "local_port")
+            check_seconds(happy_eyeballs_delay, "happy_eyeballs_delay", allow_inf=True)
+            return await names.open_tcp_by_name(self, host, port, local_port=local_port,
+                                                delay=happy_eyeballs_delay)
         return Stream(await self.tcp.connect(host, port, local_port=local_port))
 
     async def open_tcp_listeners(self, port: int, *, host: Any = None,

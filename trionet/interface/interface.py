@@ -1,6 +1,9 @@
 """A network interface: the NIC task reading its link, its addresses, the
 ARP resolver task, and (on an Ethernet link) IPv6 neighbour discovery and
-address configuration (``discovery.Ipv6Neighbours``).
+address configuration (``discovery.Ipv6Neighbours``). On a link without
+Ethernet (``link.ethernet`` False: a TUN) frames are bare IP packets, with
+no ARP, neighbour discovery, link-local address or MLD: the link is
+point-to-point and addresses are used as given.
 
 The interface knows nothing of the layers above it. The network layer hands
 it what it needs when it makes it: the ``stats`` counter, one receive
@@ -87,6 +90,13 @@ class Interface:
         self.mtu = link.mtu
         self.checksum_offload = link.checksum_offload
         self.needs_arp = getattr(link, "needs_arp", True)
+        #: False on a link of bare IP packets (TunLink): no Ethernet header.
+        self.ethernet = getattr(link, "ethernet", True)
+        #: Whether what we send comes back to us (a loopback: an Ethernet
+        #: link without neighbour resolution), so packets to our own
+        #: addresses may go out here; on other links they take the
+        #: network layer's internal loopback.
+        self.loops_back = not self.needs_arp and self.ethernet
         #: EtherType -> receive(interface, payload view, link broadcast).
         self.receivers = receivers
         self.callbacks = callbacks
@@ -119,6 +129,20 @@ class Interface:
                 is_router=callbacks.is_router, ndp=ndp_config, autoconf=autoconf_config)
         self._started = False
         self._pending_ipv6: list[IPv6Interface] = []
+        if not self.ethernet:
+            # Chosen once here, so that the Ethernet paths test nothing more.
+            self.handle_frame = self.handle_ip_packet
+            self.send_ip = self._send_ip_packet
+            self.send_ipv6 = self._send_ip_packet
+        #: The DHCPv4 lease in use (``trionet.dhcp.machine.DhcpLease``:
+        #: address, prefix_length, router, dns_servers, mtu, lease_time,
+        #: domain_name), None without one.
+        self.dhcp_lease = None
+        #: Whether a DHCP client runs on this interface (set by the stack).
+        self.dhcp_enabled = False
+        self._dhcp_event = trio.Event()
+        #: IPv4 addresses under an RFC 5227 probe -> set on a conflict.
+        self._arp_probes: dict[IPv4Address, trio.Event] = {}
 
     def __repr__(self) -> str:
         addresses = " ".join(str(a.interface) for a in self.addresses)
@@ -126,7 +150,7 @@ class Interface:
 
     # --- addresses --------------------------------------------------------
 
-    def add_address(self, address) -> InterfaceAddress:
+    def add_address(self, address, *, origin: str = "static") -> InterfaceAddress:
         """Add ``address`` with its prefix ("10.0.0.2/24", "fd00::2/64"; a
         string or an ``ipaddress`` interface). An IPv6 address on an
         Ethernet link is tentative until duplicate address detection passes
@@ -148,7 +172,7 @@ class Interface:
             else:
                 self._pending_ipv6.append(parsed)
             return entry
-        entry = InterfaceAddress(parsed, AddressState.PREFERRED, "static", scope)
+        entry = InterfaceAddress(parsed, AddressState.PREFERRED, origin, scope)
         self.addresses.append(entry)
         self._addresses_changed()
         self.callbacks.on_address(self, entry, True)
@@ -173,6 +197,28 @@ class Interface:
         self.addresses.remove(entry)
         self._addresses_changed()
         self.callbacks.on_address(self, entry, False)
+
+    # --- DHCPv4 (the client itself is above: trionet/dhcp) -------------------
+
+    def set_dhcp_lease(self, lease) -> None:
+        """The DHCP client's lease came, changed (a lease) or went (None)."""
+        self.dhcp_lease = lease
+        if lease is not None:
+            self._dhcp_event.set()
+        elif self._dhcp_event.is_set():
+            self._dhcp_event = trio.Event()
+
+    async def dhcp_bound(self):
+        """The DHCP lease: at once if there is one, else when the first one
+        (or the next, after one was lost) is acquired. RuntimeError if the
+        interface has no DHCP client (``add_interface(link, dhcp=True)``)."""
+        if not self.dhcp_enabled:
+            raise RuntimeError(f"{self.name} has no DHCP client: use "
+                               "stack.add_interface(link, dhcp=True)")
+        while self.dhcp_lease is None:
+            await self._dhcp_event.wait()
+        await trio.lowlevel.checkpoint()
+        return self.dhcp_lease
 
     def _ipv6_address_changed(self, entry: InterfaceAddress, present: bool) -> None:
         self._addresses_changed()
@@ -275,6 +321,7 @@ class Interface:
     async def _nic_task(self) -> None:
         stats = self.stats
         handle = self.handle_frame  # looked up once: scripts/fuzz.py wraps it per instance
+        rx_counter = "ethernet.rx" if self.ethernet else "tun.rx"
         while True:
             try:
                 frames = await self.link.receive_batch()
@@ -288,7 +335,7 @@ class Interface:
                 log.error("%s: link broke: %s", self.name, exc)
                 self.callbacks.on_down(self, exc)
                 return
-            stats["ethernet.rx"] += len(frames)
+            stats[rx_counter] += len(frames)
             for frame in frames:
                 try:
                     handle(frame)
@@ -320,6 +367,31 @@ class Interface:
                 raise WireError("arp.queue_full") from None
         else:
             raise WireError("ethernet.unknown_type")
+
+    def handle_ip_packet(self, packet: bytes) -> None:
+        """``handle_frame`` on a link without Ethernet (TUN): a bare IP
+        packet, IPv4 or IPv6 by its version field (RFC 791 3.1, RFC 8200
+        3); WireError when it is dropped. Never a link-layer broadcast."""
+        if not packet:
+            raise WireError("tun.truncated")
+        version = packet[0] >> 4
+        if version == 4:
+            receive = self.receivers.get(ETHERTYPE_IPV4)
+        elif version == 6:
+            receive = self.receivers.get(ETHERTYPE_IPV6)
+        else:
+            raise WireError("tun.unknown_version")
+        if receive is None:
+            raise WireError("tun.unknown_version")
+        receive(self, memoryview(packet), False)
+
+    def _send_ip_packet(self, packet: bytes, next_hop, gso_size: int = 0) -> None:
+        """``send_ip`` and ``send_ipv6`` on a link without Ethernet: the
+        packet as it is (point-to-point: no next-hop address to resolve)."""
+        if gso_size:
+            self.link.send_frame(packet, gso_size)
+        else:
+            self.link.send_frame(packet)
 
     # --- IPv6 (neighbour discovery is in discovery.py) ------------------------
 
@@ -354,6 +426,20 @@ class Interface:
     def ipv6_mtu(self) -> int:
         """The MTU IPv6 uses here (a router may advertise a smaller one)."""
         return self.ipv6.mtu if self.ipv6 is not None else self.mtu
+
+    @property
+    def ipv6_nameservers(self) -> list[IPv6Address]:
+        """Recursive DNS servers routers advertise here (RDNSS, RFC 8106
+        5.3.1), whose lifetime has not ended; a link-local one with this
+        interface as its scope ("fe80::1%eth0")."""
+        if self.ipv6 is None:
+            return []
+        try:
+            now = trio.current_time()
+        except RuntimeError:  # outside trio.run
+            now = -float("inf")
+        return [IPv6Address(f"{server}%{self.name}") if server.is_link_local else server
+                for server, expires in self.ipv6.dns_servers if expires > now]
 
     def send_ipv6(self, packet: bytes, next_hop, gso_size: int = 0) -> None:
         """Send an IPv6 packet to ``next_hop`` on this link, resolving its
@@ -438,6 +524,53 @@ class Interface:
             self._reschedule_arp()
         return None
 
+    # --- IPv4 address conflict detection (RFC 5227) ---------------------------
+
+    async def probe_ipv4(self, address: IPv4Address, rng, *, probe_wait: float = 1.0,
+                         probe_num: int = 3, probe_min: float = 1.0, probe_max: float = 2.0,
+                         announce_wait: float = 2.0) -> bool:
+        """Whether another host uses ``address``: RFC 5227 2.1.1, a random
+        wait up to PROBE_WAIT, PROBE_NUM probes (ARP requests with sender IP
+        0.0.0.0) PROBE_MIN..PROBE_MAX apart, then ANNOUNCE_WAIT. A conflict
+        is any ARP packet from another MAC whose sender IP is ``address``,
+        or another host's probe for it; the answer comes as soon as one is
+        seen."""
+        address = IPv4Address(address)
+        conflict = self._arp_probes.get(address)
+        if conflict is None:
+            conflict = self._arp_probes[address] = trio.Event()
+
+        async def wait(seconds: float) -> bool:
+            with trio.move_on_after(seconds):
+                await conflict.wait()
+            return conflict.is_set()
+
+        try:
+            if await wait(rng.uniform(0, probe_wait)):
+                return True
+            for i in range(probe_num):
+                self._send_arp_packet(ArpPacket(ARP_REQUEST, self.mac, IPv4Address(0),
+                                                _ZERO_MAC, address), BROADCAST_MAC)
+                self.stats["arp.tx_probe"] += 1
+                last = i == probe_num - 1
+                if await wait(announce_wait if last else rng.uniform(probe_min, probe_max)):
+                    return True
+            return False
+        finally:
+            if self._arp_probes.get(address) is conflict:
+                del self._arp_probes[address]
+
+    def announce_ipv4(self, address: IPv4Address) -> None:
+        """One ARP announcement (RFC 5227 2.3): a request with sender and
+        target IP both ``address``, so that neighbours update their caches."""
+        address = IPv4Address(address)
+        self._send_arp_packet(ArpPacket(ARP_REQUEST, self.mac, address, _ZERO_MAC, address),
+                              BROADCAST_MAC)
+        self.stats["arp.tx_announce"] += 1
+
+    def _send_arp_packet(self, packet: ArpPacket, eth_dst: bytes) -> None:
+        self.link.send_frame(build_ethernet(eth_dst, self.mac, ETHERTYPE_ARP, packet.build()))
+
     def _send_arp(self, operation: int, target_ip: IPv4Address, target_mac: bytes,
                   eth_dst: bytes) -> None:
         sender = self.source_for(target_ip)
@@ -487,6 +620,21 @@ class Interface:
         stats["arp.rx"] += 1
         if packet.sender_mac == BROADCAST_MAC or packet.sender_mac[0] & 1 or packet.sender_mac == _ZERO_MAC:
             raise WireError("arp.bad_sender")
+        probes = self._arp_probes
+        if probes and packet.sender_mac != self.mac:
+            # RFC 5227 2.1.1: a conflict is another host using the address
+            # (sender IP) or probing for it too (sender 0.0.0.0, target it).
+            if packet.sender_ip.is_unspecified:
+                watched = probes.get(packet.target_ip) \
+                    if packet.operation == ARP_REQUEST else None
+            else:
+                watched = probes.get(packet.sender_ip)
+            if watched is not None:
+                log.warning("%s: %s uses (or probes for) %s", self.name,
+                            mac_to_str(packet.sender_mac), packet.target_ip
+                            if packet.sender_ip.is_unspecified else packet.sender_ip)
+                self.stats["arp.probe_conflict"] += 1
+                watched.set()
         if self.owns_ipv4(packet.sender_ip):
             log.warning("%s: %s claims our address %s", self.name, mac_to_str(packet.sender_mac),
                         packet.sender_ip)

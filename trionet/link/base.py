@@ -5,7 +5,8 @@ from collections import Counter
 
 
 class Link(abc.ABC):
-    """An Ethernet link: whole frames (no preamble, no FCS) in and out.
+    """An Ethernet link: whole frames (no preamble, no FCS) in and out; or,
+    with ``ethernet`` False, an IP link whose frames are bare IP packets.
 
     ``send_frame`` never blocks: like a NIC whose ring is full, a link that
     cannot take a frame drops it and counts it in ``stats``. TCP recovers.
@@ -23,6 +24,10 @@ class Link(abc.ABC):
     #: False where frames need no link-layer address resolution (loopback):
     #: the interface skips ARP/NDP and fills in any MAC address.
     needs_arp: bool = True
+    #: False where a frame is a bare IPv4 or IPv6 packet with no Ethernet
+    #: header (TunLink): the interface dispatches on the IP version nibble
+    #: and sends packets as they are; ``mtu`` is then the largest packet.
+    ethernet: bool = True
     #: TCP segmentation offload: 0 where the link takes only frames of at
     #: most ``mtu`` + 14 bytes; else the largest frame (Ethernet header
     #: included) it takes with ``send_frame(frame, gso_size)``, which it

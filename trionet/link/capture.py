@@ -11,7 +11,10 @@ from .base import Link
 # (seconds, microseconds, captured length, original length) and the bytes.
 _MAGIC = 0xA1B2C3D4
 _MAGIC_NS = 0xA1B23C4D
-_LINKTYPE_ETHERNET = 1
+#: Link types (tcpdump.org/linktypes.html): Ethernet frames, or bare IPv4
+#: and IPv6 packets (a TUN's).
+LINKTYPE_ETHERNET = 1
+LINKTYPE_RAW = 101
 _GLOBAL = struct.Struct("<IHHiIII")
 _RECORD = struct.Struct("<IIII")
 
@@ -19,16 +22,19 @@ _RECORD = struct.Struct("<IIII")
 class PcapWriter:
     """Frames to a pcap file (a path, or a binary file object opened for
     writing), stamped with the wall clock or with ``clock()`` seconds;
-    frames longer than ``snaplen`` are cut in the file. Flushed by
-    ``flush()``; ``close()`` closes a file it opened."""
+    frames longer than ``snaplen`` are cut in the file. ``linktype`` says
+    what a frame is (``LINKTYPE_ETHERNET``, or ``LINKTYPE_RAW``: an IP
+    packet). Flushed by ``flush()``; ``close()`` closes a file it opened."""
 
-    __slots__ = ("snaplen", "_clock", "_file", "_owns_file", "closed")
+    __slots__ = ("snaplen", "linktype", "_clock", "_file", "_owns_file", "closed")
 
     def __init__(self, file, *, snaplen: int = 262144,
-                 clock: Callable[[], float] | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 linktype: int = LINKTYPE_ETHERNET) -> None:
         if snaplen < 1:
             raise ValueError(f"snaplen must be positive, got {snaplen!r}")
         self.snaplen = snaplen
+        self.linktype = linktype
         self._clock = clock
         if isinstance(file, (str, bytes, os.PathLike)):
             self._file = open(file, "wb")
@@ -40,7 +46,7 @@ class PcapWriter:
             raise TypeError(f"file must be a path or a binary file object, got {file!r}")
         self.closed = False
         try:
-            self._file.write(_GLOBAL.pack(_MAGIC, 2, 4, 0, 0, snaplen, _LINKTYPE_ETHERNET))
+            self._file.write(_GLOBAL.pack(_MAGIC, 2, 4, 0, 0, snaplen, linktype))
             self._file.flush()
         except BaseException:
             if self._owns_file:
@@ -83,9 +89,11 @@ class Capture(Link):
     (a path, or a binary file object opened for writing) as pcap.
 
     A ``Capture`` is itself a Link with the inner link's ``mtu``,
-    ``checksum_offload``, ``needs_arp`` and ``tso_max``; ``stats`` is the
-    inner link's counter (shared) and ``inner`` the link itself. Frames longer
-    than ``snaplen`` are cut to ``snaplen`` in the file. The file is flushed
+    ``checksum_offload``, ``needs_arp``, ``ethernet`` and ``tso_max``
+    (a link without Ethernet, a TUN, is recorded as ``LINKTYPE_RAW``: bare
+    IP packets); ``stats`` is the inner link's counter (shared) and
+    ``inner`` the link itself. Frames longer than ``snaplen`` are cut to
+    ``snaplen`` in the file. The file is flushed
     after each sent frame and each received batch (writes are synchronous:
     this is a debugging aid). ``aclose`` closes the inner link, and the file
     if the capture opened it. Records are stamped with the wall clock, or
@@ -106,7 +114,8 @@ class Capture(Link):
         # Not calling Link.__init__: the counter is the inner link's.
         if not isinstance(link, Link):
             raise TypeError(f"Capture wraps a Link, got {type(link).__name__}")
-        self._writer = PcapWriter(file, snaplen=snaplen, clock=clock)
+        linktype = LINKTYPE_ETHERNET if getattr(link, "ethernet", True) else LINKTYPE_RAW
+        self._writer = PcapWriter(file, snaplen=snaplen, clock=clock, linktype=linktype)
         self.inner = link
         self.stats = link.stats
 
@@ -128,6 +137,10 @@ class Capture(Link):
     @property
     def needs_arp(self) -> bool:
         return self.inner.needs_arp
+
+    @property
+    def ethernet(self) -> bool:
+        return getattr(self.inner, "ethernet", True)
 
     @property
     def tso_max(self) -> int:
@@ -159,6 +172,17 @@ class Capture(Link):
             await self.inner.aclose()
         finally:
             self._writer.close()
+
+
+def pcap_linktype(data: bytes) -> int:
+    """The link type in a pcap file's header (``LINKTYPE_ETHERNET``,
+    ``LINKTYPE_RAW``, ...); ValueError if ``data`` does not start one."""
+    if len(data) < _GLOBAL.size:
+        raise ValueError(f"not a pcap file: {len(data)} bytes, shorter than its header")
+    for order in "<>":
+        if struct.unpack_from(order + "I", data)[0] in (_MAGIC, _MAGIC_NS):
+            return struct.unpack_from(order + "I", data, 20)[0]
+    raise ValueError(f"not a pcap file: magic {data[:4].hex()}")
 
 
 def read_pcap(source) -> list[tuple[float, bytes]]:

@@ -8,43 +8,30 @@ the kernel to complete, and reads the large segments the kernel's TCP and
 GRO build. Constants: linux/if_tun.h and linux/virtio_net.h.
 """
 
-import errno
 import fcntl
 import logging
 import os
 import struct
 
-import trio
-
-from ..validate import check_str
 from ..wire.checksum import internet_checksum, ones_complement_sum
-from .fd import FdLink
+from .tuntap import IFF_NO_PI as _IFF_NO_PI
+from .tuntap import IFF_TAP as _IFF_TAP
+from .tuntap import IFF_VNET_HDR as _IFF_VNET_HDR
+from .tuntap import TunTapLink
 
 log = logging.getLogger("trionet.link.tap")
 
 _ETH_HEADER = 14
 _VLAN_TAG = 4
 
-# The device went away (deleted, or its namespace destroyed) or the fd broke.
-_GONE = frozenset({errno.EBADFD, errno.EIO, errno.ENODEV, errno.ENXIO, errno.EBADF,
-                   errno.EPIPE})
-# On write, EIO means the interface is down: the frame is dropped, the
-# device is still there.
-_WRITE_GONE = _GONE - {errno.EIO}
-_WRITE_FULL = frozenset({errno.EAGAIN, errno.ENOBUFS, errno.ENOMEM})
-
 # linux/if_tun.h
 _TUNSETOFFLOAD = 0x400454D0    # _IOW('T', 208, unsigned int)
 _TUNSETVNETHDRSZ = 0x400454D8  # _IOW('T', 216, int)
-_IFF_TAP = 0x0002
-_IFF_NO_PI = 0x1000
-_IFF_VNET_HDR = 0x4000
 _TUN_F_CSUM = 0x01
 _TUN_F_TSO4 = 0x02
 _TUN_F_TSO6 = 0x04
 #: Offloads asked for: the kernel hands us partial checksums and TSO frames.
 _OFFLOADS = _TUN_F_CSUM | _TUN_F_TSO4 | _TUN_F_TSO6
-_IFNAMSIZ = 16
 _INT = struct.Struct("i")
 
 # linux/virtio_net.h: struct virtio_net_hdr (flags, gso_type, hdr_len,
@@ -66,45 +53,6 @@ _CSUM_OFFSET = {6: 16, 17: 6}
 
 # Ioctls go through this name so tests can make the kernel refuse one.
 _ioctl = fcntl.ioctl
-
-_HINT = ("create it once as root, owned by you: "
-         "sudo scripts/setup_tap.sh {name} 10.0.0.1/24 --user $USER")
-
-
-def _open_error(name: str, exc: OSError) -> OSError:
-    code = exc.errno
-    reason = exc.strerror or (exc.args[-1] if exc.args else str(exc))
-    if code in (errno.EPERM, errno.EACCES):
-        advice = (f"no permission to open TAP {name!r}: it does not exist, belongs to "
-                  f"another user, or this process lacks CAP_NET_ADMIN; "
-                  + _HINT.format(name=name))
-    elif code == errno.ENOENT:
-        advice = ("/dev/net/tun is missing: load the tun module (sudo modprobe tun) "
-                  "or, in a container, pass the device through (--device /dev/net/tun)")
-    elif code == errno.EBUSY:
-        advice = (f"TAP {name!r} is already attached to another process (or "
-                  f"{name!r} is not a TAP device)")
-    elif code == errno.EINVAL:
-        advice = (f"an interface named {name!r} exists but is not a TAP device "
-                  f"without packet information (a TUN, a TAP created with other "
-                  f"flags, or another kind of interface); pick another name or "
-                  + _HINT.format(name=name))
-    else:
-        advice = _HINT.format(name=name)
-    message = f"cannot open TAP device {name!r}: {reason}; {advice}"
-    return OSError(code, message) if code is not None else OSError(message)
-
-
-def _open_device(name: str, flags: int):
-    """A python-pytun device for ``name`` (imported here, so that the rest
-    of trionet imports without it); OSError with advice if it cannot open."""
-    import pytun
-
-    try:
-        return pytun.TunTapDevice(name=name, flags=flags)
-    except OSError as exc:
-        raise _open_error(name, exc) from exc
-
 
 def _ask_for_offloads(fd: int) -> str | None:
     """Give the device a virtio-net header and ask for checksum and TSO
@@ -248,7 +196,7 @@ def checksums_ok(frame) -> bool:
     return True
 
 
-class TapLink(FdLink):
+class TapLink(TunTapLink):
     """A TAP device (``IFF_TAP | IFF_NO_PI``), opened with python-pytun.
 
     Attaches to an existing persistent TAP that belongs to this user, or
@@ -294,17 +242,14 @@ class TapLink(FdLink):
     kernel marked GSO), ``tx_dropped_bad_gso``.
     """
 
-    __slots__ = ("stats", "mtu", "offload", "offload_error", "checksum_offload", "tso_max",
-                 "_dev", "_fd", "_name", "_read_size", "_closed", "_broken", "_rx_header",
+    __slots__ = ("offload", "offload_error", "checksum_offload", "tso_max", "_rx_header",
                  "_rx_view")
+
+    kind = "TAP"
 
     def __init__(self, name: str, *, mtu: int | None = None, offload: bool = False) -> None:
         super().__init__()
-        if mtu is not None and mtu < 68:
-            raise ValueError(f"mtu must be at least 68 (RFC 791), got {mtu!r}")
-        check_str(name, "name")
-        if len(name.encode()) >= _IFNAMSIZ:
-            raise ValueError(f"TAP name {name!r} is longer than {_IFNAMSIZ - 1} bytes")
+        self._check_arguments(name, mtu)
         self.offload = False
         self.offload_error: str | None = None
         self.checksum_offload = False
@@ -313,7 +258,7 @@ class TapLink(FdLink):
         self._rx_view = None
         dev = None
         if offload:
-            dev = _open_device(name, _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR)
+            dev = self._open(name, _IFF_TAP | _IFF_NO_PI | _IFF_VNET_HDR)
             why = _ask_for_offloads(dev.fileno())
             if why is not None:
                 dev.close()
@@ -323,135 +268,32 @@ class TapLink(FdLink):
                 log.warning("TAP %s: the kernel refused checksum/TSO offload (%s); "
                             "running without it", name, why)
         if dev is None:
-            dev = _open_device(name, _IFF_TAP | _IFF_NO_PI)
+            dev = self._open(name, _IFF_TAP | _IFF_NO_PI)
         else:
             self.offload = True
             self.checksum_offload = True
             self.tso_max = _TSO_MAX
             self._rx_header = bytearray(_VNET_LEN)
             self._rx_view = memoryview(bytearray(_TSO_MAX + _VLAN_TAG + 1))
-        try:
-            if mtu is None:
-                try:
-                    mtu = dev.mtu or 1500
-                except OSError:
-                    mtu = 1500
-            self._name = dev.name
-            fd = dev.fileno()
-            os.set_blocking(fd, False)
-        except BaseException:
-            dev.close()
-            raise
-        self._dev = dev
-        self._fd = fd
-        self.mtu = mtu
-        # One byte more than the largest frame accepted, to detect longer ones.
-        self._read_size = mtu + _ETH_HEADER + _VLAN_TAG + 1
-        self._closed = False
-        self._broken: str | None = None
-
-    def __repr__(self) -> str:
-        state = "closed" if self._closed else f"fd={self._fd}"
-        extra = " offload" if self.offload else ""
-        return f"<TapLink {self._name!r} mtu={self.mtu}{extra} {state}>"
-
-    @property
-    def name(self) -> str:
-        """The device's actual name (the kernel's choice if given a pattern)."""
-        return self._name
-
-    def fileno(self) -> int:
-        if self._closed:
-            raise trio.ClosedResourceError("link was closed")
-        return self._fd
-
-    def send_frame(self, frame: bytes, gso_size: int = 0) -> None:
-        stats = self.stats
-        if self._closed:
-            stats["tx_dropped_closed"] += 1
-            return
-        if self.offload:
-            self._send_offload(frame, gso_size)
-            return
-        if len(frame) > self.mtu + _ETH_HEADER:
-            stats["tx_dropped_oversize"] += 1
-            return
-        if self._broken is not None:
-            stats["tx_dropped_broken"] += 1
-            return
-        try:
-            os.write(self._fd, frame)
-        except OSError as exc:
-            self._write_failed(exc)
-        else:
-            stats["tx_frames"] += 1
+        self._attach(dev, mtu)
 
     def _send_offload(self, frame, gso_size: int) -> None:
         stats = self.stats
         if len(frame) > (self.tso_max if gso_size else self.mtu + _ETH_HEADER):
             stats["tx_dropped_oversize"] += 1
             return
-        if self._broken is not None:
-            stats["tx_dropped_broken"] += 1
-            return
         iov = _offload_iov(frame, gso_size)
         if iov is None:
             stats["tx_dropped_bad_gso"] += 1
             return
-        try:
-            os.writev(self._fd, iov)
-        except OSError as exc:
-            self._write_failed(exc)
-        else:
-            stats["tx_frames"] += 1
-            if gso_size:
-                stats["tx_gso_frames"] += 1
-
-    def _write_failed(self, exc: OSError) -> None:
-        stats = self.stats
-        code = exc.errno
-        if isinstance(exc, BlockingIOError) or code in _WRITE_FULL:
-            stats["tx_dropped_full"] += 1
-        elif code == errno.EIO:
-            stats["tx_dropped_down"] += 1
-        elif code in _WRITE_GONE:
-            self._broken = self._gone_message(exc)
-            stats["tx_dropped_broken"] += 1
-        else:
-            stats["tx_dropped_error"] += 1
-
-    def _gone_message(self, exc: OSError) -> str:
-        if exc.errno in _GONE:
-            return (f"TAP device {self._name!r} went away ({exc.strerror or exc}): "
-                    f"it was deleted or its network namespace was destroyed")
-        return f"TAP device {self._name!r} failed: {exc}"
+        if self._write(os.writev, iov) and gso_size:
+            stats["tx_gso_frames"] += 1
 
     def _read_some(self, max_frames: int) -> list[bytes]:
         """Read up to ``max_frames`` frames without waiting."""
         if self.offload:
             return self._read_some_offload(max_frames)
-        frames: list[bytes] = []
-        read = os.read
-        fd = self._fd
-        size = self._read_size
-        try:
-            while len(frames) < max_frames:
-                frames.append(read(fd, size))
-        except BlockingIOError:
-            pass
-        except InterruptedError:
-            pass
-        except OSError as exc:
-            # Frames already read are returned; the next call raises.
-            self._broken = self._gone_message(exc)
-        if frames:
-            # A frame filling the whole buffer may have been truncated.
-            if any(len(f) >= size for f in frames):
-                before = len(frames)
-                frames = [f for f in frames if len(f) < size]
-                self.stats["rx_dropped_oversize"] += before - len(frames)
-            self.stats["rx_frames"] += len(frames)
-        return frames
+        return super()._read_some(max_frames)
 
     def _read_some_offload(self, max_frames: int) -> list[bytes]:
         """Read frames and their virtio-net headers into fixed buffers (one
@@ -479,10 +321,8 @@ class TapLink(FdLink):
                     bad += 1
                     continue
                 frames.append(frame)
-        except BlockingIOError:
-            pass
-        except InterruptedError:
-            pass
+        except (BlockingIOError, InterruptedError):
+            pass  # empty for now
         except OSError as exc:
             self._broken = self._gone_message(exc)
         stats = self.stats
@@ -504,4 +344,4 @@ class TapLink(FdLink):
                 _ioctl(self._fd, _TUNSETOFFLOAD, 0)
             except OSError:
                 pass
-        self._dev.close()
+        super()._release_fd()

@@ -33,6 +33,11 @@ class IpFamily:
         self.forwarding = forwarding
         self._ident = first_id
         self._reschedule = reschedule
+        #: Interface -> {IP protocol: handler(iface, header, payload, raw,
+        #: verify) -> bool}: packets to addresses not ours arriving there go
+        #: to the handler first (forwarders, as gVisor's tcp.Forwarder);
+        #: False when it does not take one. Empty unless a forwarder is open.
+        self.intercepts: dict[Any, dict[int, Callable]] = {}
 
 
 _CHECKSUM_OFFSET = {PROTO_TCP: 16, PROTO_UDP: 6}

@@ -71,7 +71,7 @@ class Ipv4(IpFamily):
 
     def _transmit(self, path: Path, packet: bytes, gso_size: int = 0) -> None:
         self.stats["ipv4.tx"] += 1
-        if path.local and path.interface.needs_arp:
+        if path.local and not path.interface.loops_back:
             self.local_link.send_frame(packet)
         else:
             path.interface.send_ip(packet, path.next_hop, gso_size)
@@ -92,6 +92,9 @@ class Ipv4(IpFamily):
                 broadcast = True
             elif 0xE0000000 <= dst_int < 0xF0000000:
                 raise WireError("ipv4.multicast")
+            elif self.intercepts and not link_broadcast and \
+                    self._intercept(iface, header, payload, data, verify):
+                return
             elif self.forwarding and not link_broadcast:
                 self._forward(header, payload, data, verify)
                 return
@@ -122,6 +125,31 @@ class Ipv4(IpFamily):
                 icmp.quiet = False
             return
         handler(iface, header, payload, raw, verify, broadcast)
+
+    def _intercept(self, iface, header: IPv4Header, payload, raw, verify: bool) -> bool:
+        """A datagram to an address not ours, on an interface with a
+        forwarder: its transport's handler takes it (True), or it goes on
+        as without one (False: forwarded or dropped). Only from a source
+        that may be answered (RFC 1122 3.2.1.3) to a unicast address."""
+        table = self.intercepts.get(iface)
+        if table is None:
+            return False
+        handler = table.get(header.protocol)
+        src, dst = header.src, header.dst
+        if (handler is None or not is_unicast_source(src) or src.is_loopback
+                or dst.is_loopback or dst.packed[0] == 0 or self.routing.is_broadcast(src)):
+            return False
+        if header.is_fragment:
+            # Reassembled here (RFC 791), as if the destination were ours.
+            whole = self.reassembler.add(header, payload, raw, trio.current_time())
+            self._reschedule()
+            if whole is None:
+                return True
+            self.stats["ipv4.reassembled"] += 1
+            if not handler(iface, whole[0], memoryview(whole[1]), whole[2], verify):
+                raise WireError("ipv4.not_for_us")  # whole again: not forwarded
+            return True
+        return handler(iface, header, payload, raw, verify)
 
     def _forward(self, header: IPv4Header, payload, raw, verified: bool) -> None:
         """RFC 1812 5.2 / 5.3.1: decrement TTL, route, fragment or refuse."""

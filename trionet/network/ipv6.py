@@ -91,7 +91,7 @@ class Ipv6(IpFamily):
 
     def _transmit(self, path: Path, packet: bytes, gso_size: int = 0) -> None:
         self.stats["ipv6.tx"] += 1
-        if path.local and path.interface.needs_arp:
+        if path.local and not path.interface.loops_back:
             self.local_link.send_frame(packet)
         else:
             path.interface.send_ipv6(packet, path.next_hop, gso_size)
@@ -144,6 +144,9 @@ class Ipv6(IpFamily):
             if not iface.in_group(dst):
                 raise WireError("ipv6.multicast")  # a group we did not join
         elif not self.routing.is_local(dst):
+            if self.intercepts and not link_multicast and \
+                    self._intercept(iface, header, payload, data, verify):
+                return
             if self.forwarding and not link_multicast:
                 self._forward(iface, header, data[:IPV6_HEADER_LEN + len(payload)], verify)
                 return
@@ -194,6 +197,23 @@ class Ipv6(IpFamily):
                                 pointer=chain.next_header_pointer, iface=iface)
             raise WireError("ipv6.unknown_protocol")
         handler(iface, header, body, raw, verify, multicast)
+
+    def _intercept(self, iface, header: IPv6Header, payload, raw, verify: bool) -> bool:
+        """A packet to an address not ours, on an interface with a
+        forwarder: its transport's handler takes it (True), or it goes on
+        as without one (False: forwarded or dropped). Only a global
+        unicast destination, a source that may be answered, and the
+        transport header right after the IPv6 header (no extension
+        headers, so no fragments)."""
+        table = self.intercepts.get(iface)
+        if table is None:
+            return False
+        handler = table.get(header.next_header)
+        src, dst = header.src, header.dst
+        if (handler is None or is_link_local(dst) or dst.is_loopback or dst.is_unspecified
+                or src.is_loopback or src.is_unspecified):
+            return False
+        return handler(iface, header, payload, raw[:IPV6_HEADER_LEN + len(payload)], verify)
 
     def _forward(self, iface, header: IPv6Header, raw, verified: bool) -> None:
         """RFC 8200 3: decrement the hop limit, route, never fragment

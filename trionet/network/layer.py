@@ -73,6 +73,8 @@ class NetworkLayer:
         self.protocols6: dict[int, Callable] = {}
         #: Called with an interface whose link went down.
         self._link_down_handlers: list[Callable[[Interface], None]] = []
+        #: Called with an address of ours that was removed.
+        self._address_removed_handlers: list[Callable[[Any], None]] = []
         ip_id = rng.randrange(65536)
         self.icmp = Icmp4(stats, self.routing, rate=icmp_error_rate, burst=icmp_error_burst,
                           ping_ident=rng.randrange(65536))
@@ -86,6 +88,8 @@ class NetworkLayer:
         self.ipv6 = Ipv6(stats, self.routing, self.icmp6, self.protocols6, self.reassembler,
                          self.local_link, forwarding=forwarding,
                          first_id=rng.randrange(1 << 32), reschedule=self._reschedule)
+        #: Forwarders' handlers by interface, one table for both families.
+        self.ipv6.intercepts = self.ipv4.intercepts
         self.routing.canonical = self.canonical
         self.protocols[PROTO_ICMP] = self.icmp.input
         self.protocols6[PROTO_ICMPV6] = self.icmp6.input
@@ -117,11 +121,13 @@ class NetworkLayer:
 
     def register_transport(self, protocol: int, input: Callable, *,
                            icmp_error: Callable[[IcmpError], bool | None] | None = None,
-                           link_down: Callable[[Interface], None] | None = None) -> None:
+                           link_down: Callable[[Interface], None] | None = None,
+                           address_removed: Callable[[Any], None] | None = None) -> None:
         """A transport of both families (TCP and UDP have the same protocol
         number in IPv4 and IPv6). ``icmp_error`` returns False when it finds
         the quoted packet not one of its own (then a Packet Too Big changes
-        nothing)."""
+        nothing). ``address_removed(ip)``: one of our addresses went (a DHCP
+        lease lost, ``remove_address``): what used it must end."""
         self.protocols[protocol] = input
         self.protocols6[protocol] = input
         if icmp_error is not None:
@@ -129,6 +135,25 @@ class NetworkLayer:
             self.icmp6.error_handlers[protocol] = icmp_error
         if link_down is not None:
             self._link_down_handlers.append(link_down)
+        if address_removed is not None:
+            self._address_removed_handlers.append(address_removed)
+
+    def intercept(self, iface: Interface, protocol: int, handler: Callable[..., bool]) -> None:
+        """Packets of ``protocol`` to addresses that are not ours, arriving
+        on ``iface``, go to ``handler(iface, header, payload, raw, verify)``
+        instead of being forwarded or dropped (a forwarder: the transport
+        answers as if the destination were ours, as gVisor's
+        tcp.Forwarder). It returns False for one it does not take, which
+        then goes on as without it. Our own addresses are not affected."""
+        self.ipv4.intercepts.setdefault(iface, {})[protocol] = handler
+
+    def release(self, iface: Interface, protocol: int) -> None:
+        """Undo ``intercept``."""
+        table = self.ipv4.intercepts.get(iface)
+        if table is not None:
+            table.pop(protocol, None)
+            if not table:
+                del self.ipv4.intercepts[iface]
 
     @property
     def interfaces(self) -> list[Interface]:
@@ -396,6 +421,9 @@ class NetworkLayer:
         self.routing.addresses_changed()
         self._addresses_event.set()
         self._addresses_event = trio.Event()
+        if not added and not self.routing.is_local(self.canonical(entry.ip)):
+            for handler in self._address_removed_handlers:
+                handler(self.canonical(entry.ip))
 
     def _sync_connected_routes(self) -> None:
         """One route per (interface, network) of its addresses (but not

@@ -232,7 +232,7 @@ class Routing:
         if output is None:
             path = None
         elif owner is not None:
-            if owner.needs_arp:  # our address on a real link: the internal loopback
+            if not owner.loops_back:  # our address on a real link: the internal loopback
                 path = Path(owner, dst, dst, True, self.local_mtu, True, 0, output)
             else:
                 path = Path(owner, dst, dst, True, owner.mtu, owner.checksum_offload, 0, output)

@@ -40,6 +40,8 @@ _ERRORS = {
     "timeout": (TimeoutError, errno.ETIMEDOUT, "connection timed out"),
     "reset": (ConnectionResetError, errno.ECONNRESET, "connection reset by peer"),
     "unreachable": (OSError, errno.EHOSTUNREACH, "no route to host"),
+    "address_lost": (ConnectionAbortedError, errno.ECONNABORTED,
+                     "connection aborted: its local address was removed"),
 }
 
 #: States a normal stack exit closes with FIN (the application had not).
@@ -77,6 +79,12 @@ class TcpLayer:
         self._quiet: set[TcpSocket] = set()
         self.connections: dict[tuple, TcpSocket] = {}
         self.listeners: dict[tuple[IPAddress | None, int], SynQueue] = {}
+        #: Forwarders (``forward``): interface -> the SYN queue taking
+        #: connections to any address arriving there.
+        self.forwarders: dict[Any, SynQueue] = {}
+        #: Interface -> live connections a forwarder made there: their
+        #: segments keep coming to us after the forwarder closed.
+        self._forwarded: dict[Any, int] = {}
         self.isn = IsnGenerator(secret[:16], clock=trio.current_time)
         #: SYN cookies (RFC 4987 3.6), as Linux's tcp_syncookies: 0 never
         #: (SYNs beyond the SYN queue are dropped), 1 when a listener's SYN
@@ -86,7 +94,8 @@ class TcpLayer:
         self.cookies = SynCookies(secret)
         self.ports = EphemeralPortAllocator(secret=secret[16:])
         network.register_transport(PROTO_TCP, self.input, icmp_error=self.icmp_error,
-                                   link_down=self.link_down)
+                                   link_down=self.link_down,
+                                   address_removed=self.address_removed)
 
     @staticmethod
     def route_mss(path) -> int:
@@ -137,6 +146,47 @@ class TcpLayer:
                 return  # a SYN cookie came back: a new connection
         if listener is None:
             stats["tcp.closed_port"] += 1
+        self.send_reset(ip.dst, ip.src, header, len(data))
+        raise WireError("tcp.no_connection")
+
+    def forward_input(self, iface, ip, payload, raw, verify: bool) -> bool:
+        """A segment to an address not ours, on an interface with a
+        forwarder (or whose forwarded connections live on), answered as if
+        the destination were ours: its connection's, else a new handshake
+        in the forwarder's SYN queue (cookies beyond it, as any listener),
+        else RST (RFC 9293 3.10.7.1). False (untouched) when the interface
+        has no forwarder now and the segment is no forwarded connection's:
+        the network layer goes on as without us."""
+        forwarder = self.forwarders.get(iface)
+        if forwarder is None and not self._forwarded.get(iface):
+            return False
+        header, data = parse_tcp(payload, ip.src, ip.dst, verify_checksum=verify)
+        key = (ip.dst, header.dst_port, ip.src, header.src_port)
+        sock = self.connections.get(key)
+        if sock is None and forwarder is None:
+            return False
+        stats = self.stats
+        stats["tcp.rx"] += 1
+        if trace.enabled():
+            machine = sock.machine if sock is not None else None
+            trace.log_segment(self.name, "in", ip.src, ip.dst, header, len(data),
+                              machine.irs if machine else 0, machine.iss if machine else 0)
+        kind = header.flags & (SYN | ACK | RST)
+        if sock is not None:
+            if (kind == SYN and forwarder is not None and sock.machine.state is TIME_WAIT
+                    and sock.machine.accepts_syn_in_time_wait(header)):
+                sock.terminate()  # RFC 9293 3.10.7.4 / RFC 6191, as ``input``
+                stats["tcp.time_wait_reused"] += 1
+            else:
+                if not sock.deliver(header, data):
+                    raise WireError("tcp.connection_queue_full")
+                return True
+        if forwarder is not None:
+            if kind == SYN:
+                forwarder.on_syn(self, ip.dst, ip.src, header)
+                return True
+            if kind == ACK and forwarder.on_ack(self, ip.dst, ip.src, header, data):
+                return True
         self.send_reset(ip.dst, ip.src, header, len(data))
         raise WireError("tcp.no_connection")
 
@@ -228,17 +278,36 @@ class TcpLayer:
                 self.stats["tcp.broken_by_link_down"] += 1
                 sock.fail("unreachable")
 
+    def address_removed(self, address) -> None:
+        """One of our addresses went (a DHCP lease lost or expired, RFC 2131
+        4.4.5: the client must stop using it): the connections using it end
+        at once, as lwIP does, instead of retransmitting from an address no
+        longer ours; their streams raise BrokenResourceError, connect()
+        ConnectionAbortedError."""
+        for sock in list(self.connections.values()):
+            if sock.local_ip == address and not sock.machine.closed:
+                self.stats["tcp.broken_by_address_removed"] += 1
+                sock.fail("address_lost")
+
     # --- connections ------------------------------------------------------------
 
     def start_socket(self, machine: TcpConnection, *,
                      on_done: Callable[[TcpSocket], None] | None = None,
-                     on_established: Callable[[TcpSocket], None] | None = None) -> TcpSocket:
+                     on_established: Callable[[TcpSocket], None] | None = None,
+                     interface: Any = None) -> TcpSocket:
         """Enter ``machine`` in the table and start its task. ``on_done``
-        runs (after the table forgets it) when the task ends."""
+        runs (after the table forgets it) when the task ends. ``interface``:
+        the forwarder's that made it."""
         def done(sock: TcpSocket) -> None:
             self._forget(sock)
+            if interface is not None:
+                self._forwarded[interface] -= 1
+                self._release_if_unused(interface)
             if on_done is not None:
                 on_done(sock)
+
+        if interface is not None:
+            self._forwarded[interface] = self._forwarded.get(interface, 0) + 1
 
         key = (machine.local[0], machine.local[1], machine.remote[0], machine.remote[1])
         sock = TcpSocket(machine, key, self.network, self.stats, done, on_established, self.name)
@@ -334,17 +403,45 @@ class TcpLayer:
         self.listeners[(address, port)] = queue
         return queue
 
+    def forward(self, iface, backlog: int, *, accept: Callable[[TcpSocket], bool],
+                accept_queue_length: Callable[[], int], close: Callable[[], None]) -> SynQueue:
+        """A forwarder on ``iface``: SYNs to any address not ours arriving
+        there (to any port) make connections as a listener's do, answered
+        from that address. OSError(EADDRINUSE) if ``iface`` has one."""
+        if iface in self.forwarders:
+            raise OSError(errno.EADDRINUSE, f"interface {iface.name} has a TCP forwarder already")
+        queue = SynQueue(None, 0, backlog, max(backlog, 128), accept=accept,
+                         accept_queue_length=accept_queue_length, close=close, interface=iface)
+        self.forwarders[iface] = queue
+        self.network.intercept(iface, PROTO_TCP, self.forward_input)
+        return queue
+
+    def _release_if_unused(self, iface) -> None:
+        """No forwarder on ``iface`` and none of its connections left: the
+        network layer stops handing us packets not for our addresses."""
+        if iface not in self.forwarders and not self._forwarded.get(iface):
+            self._forwarded.pop(iface, None)
+            self.network.release(iface, PROTO_TCP)
+
     def unlisten(self, queue: SynQueue) -> None:
-        """Remove a listening endpoint; its handshakes in progress are reset."""
-        key = (queue.address, queue.port)
-        if self.listeners.get(key) is queue:
-            del self.listeners[key]
+        """Remove a listening endpoint (or a forwarder: its connections live
+        on); its handshakes in progress are reset."""
+        iface = queue.interface
+        if iface is not None:
+            if self.forwarders.get(iface) is queue:
+                del self.forwarders[iface]
+        else:
+            key = (queue.address, queue.port)
+            if self.listeners.get(key) is queue:
+                del self.listeners[key]
         for sock in queue.embryo_sockets():
             sock.abort()
         queue.clear()
+        if iface is not None:
+            self._release_if_unused(iface)
 
     def close_listeners(self) -> None:
-        for queue in list(self.listeners.values()):
+        for queue in [*self.listeners.values(), *self.forwarders.values()]:
             queue.close()
 
     async def close_gracefully(self, timeout: float) -> None:
@@ -387,7 +484,10 @@ class TcpLayer:
             "tcp_connections": len(self.connections),
             "tcp_connecting": len(self._connecting),
             "tcp_listeners": len(self.listeners),
-            "tcp_handshakes": sum(q.embryos for q in self.listeners.values()),
-            "tcp_accept_queue": sum(q.accept_queue_length() for q in self.listeners.values()),
+            "tcp_forwarders": len(self.forwarders),
+            "tcp_handshakes": sum(q.embryos for q in [*self.listeners.values(),
+                                                      *self.forwarders.values()]),
+            "tcp_accept_queue": sum(q.accept_queue_length() for q in
+                                    [*self.listeners.values(), *self.forwarders.values()]),
             "tcp_segments_queued": sum(s.queued_segments for s in self.connections.values()),
         }

@@ -26,6 +26,13 @@ class Listener(trio.abc.Listener[Stream]):
     """
 
     def __init__(self, tcp: Any, port: int, address, backlog: int | None):
+        backlog = self._open(tcp, backlog)
+        self._queue = tcp.listen(port, address, backlog, accept=self._enqueue,
+                                 accept_queue_length=lambda: self.accept_queue,
+                                 close=self._close_now)
+
+    def _open(self, tcp: Any, backlog: int | None) -> int:
+        """The accept queue; returns the backlog checked and clamped."""
         if backlog is None:
             backlog = DEFAULT_BACKLOG
         elif isinstance(backlog, bool) or not isinstance(backlog, int):
@@ -36,9 +43,7 @@ class Listener(trio.abc.Listener[Stream]):
         self._tcp = tcp
         self._ready_send, self._ready_receive = trio.open_memory_channel(backlog)
         self._closed = False
-        self._queue = tcp.listen(port, address, backlog, accept=self._enqueue,
-                                 accept_queue_length=lambda: self.accept_queue,
-                                 close=self._close_now)
+        return backlog
 
     @property
     def port(self) -> int:
@@ -124,3 +129,31 @@ class Listener(trio.abc.Listener[Stream]):
     async def aclose(self) -> None:
         self._close_now()
         await trio.lowlevel.checkpoint()
+
+
+class TcpForwarder(Listener):
+    """Accepts TCP connections to *any* address and port that arrive on one
+    interface (as gVisor's tcp.Forwarder): the handshake is completed as if
+    the destination were ours, and each stream's ``local_address`` is the
+    original destination (``remote_address`` the client). Works with
+    ``trio.serve_listeners``.
+
+    The same bounds as a ``Listener`` (SYN queue, then SYN cookies; accept
+    queue ``backlog``), and its connections count against the stack's
+    ``max_connections``. Closing it stops new flows (later SYNs are treated
+    as without it); the streams already made go on.
+    """
+
+    def __init__(self, tcp: Any, interface: Any, backlog: int | None):
+        backlog = self._open(tcp, backlog)
+        self.interface = interface
+        self._queue = tcp.forward(interface, backlog, accept=self._enqueue,
+                                  accept_queue_length=lambda: self.accept_queue,
+                                  close=self._close_now)
+
+    @property
+    def local_address(self) -> tuple[str, int]:
+        return ("0.0.0.0", 0)
+
+    def __repr__(self) -> str:
+        return f"<trionet.TcpForwarder on {self.interface.name}>"

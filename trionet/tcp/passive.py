@@ -39,9 +39,13 @@ class SynQueue:
 
     def __init__(self, address, port: int, backlog: int, syn_backlog: int, *,
                  accept: Callable[[TcpSocket], bool], accept_queue_length: Callable[[], int],
-                 close: Callable[[], None]):
+                 close: Callable[[], None], interface: Any = None):
         self.address = address
+        #: 0 for a forwarder's: every port (the SYN's).
         self.port = port
+        #: A forwarder's interface (it takes SYNs to any address arriving
+        #: there); None for a listening port.
+        self.interface = interface
         self.backlog = backlog
         self.syn_backlog = syn_backlog
         self.accept = accept
@@ -119,13 +123,14 @@ class SynQueue:
         except OSError:
             stats.drop("tcp.no_route")
             return
-        local = (local_ip, self.port)
+        port = self.port or header.dst_port
+        local = (local_ip, port)
         remote = (remote_ip, header.src_port)
         machine = TcpConnection.accept(
-            local, remote, header, tcp.isn.isn(local_ip, self.port, remote_ip, header.src_port),
+            local, remote, header, tcp.isn.isn(local_ip, port, remote_ip, header.src_port),
             tcp.config, now, tcp.ts_offset(local, remote), mss=tcp.route_mss(path))
         sock = tcp.start_socket(machine, on_done=self._forget_embryo,
-                                on_established=self._established)
+                                on_established=self._established, interface=self.interface)
         self._embryos[sock] = True
         self._young += 1
         self._young_queue.append((now, weakref.ref(sock)))
@@ -141,7 +146,8 @@ class SynQueue:
             return
         config = tcp.config
         mss = tcp.route_mss(path)
-        local = (local_ip, self.port)
+        port = self.port or syn.dst_port
+        local = (local_ip, port)
         remote = (remote_ip, syn.src_port)
         cookies = tcp.cookies
         iss = cookies.encode(local, remote, syn.seq, syn.options.mss, now)
@@ -159,7 +165,7 @@ class SynQueue:
                              sack_permitted=sack, timestamps=ts)
         else:
             out = TcpOptions(mss=mss)
-        header = TcpHeader(self.port, syn.src_port, iss, (syn.seq + 1) & M32, SYN | ACK,
+        header = TcpHeader(port, syn.src_port, iss, (syn.seq + 1) & M32, SYN | ACK,
                            min(config.receive_buffer, 0xFFFF), 0, out)
         if trace.enabled():
             trace.log_segment(tcp.name, "out", local_ip, remote_ip, header, 0)
@@ -178,7 +184,7 @@ class SynQueue:
         now = trio.current_time()
         if now - self._cookie_sent_at > MAX_AGE * PERIOD:
             return False
-        local = (local_ip, self.port)
+        local = (local_ip, self.port or header.dst_port)
         remote = (remote_ip, header.src_port)
         cookies = tcp.cookies
         mss = cookies.decode(local, remote, (header.seq - 1) & M32, (header.ack - 1) & M32, now)
@@ -199,7 +205,7 @@ class SynQueue:
         machine = TcpConnection.from_cookie(
             local, remote, header, (header.ack - 1) & M32, mss, options[0], options[1],
             tcp.config, now, cookies.ts_offset(local, remote), mss=tcp.route_mss(path))
-        sock = tcp.start_socket(machine)
+        sock = tcp.start_socket(machine, interface=self.interface)
         self.accept(sock)  # straight into the accept queue
         if len(data) or header.flags & FIN:
             sock.deliver(header, bytes(data))

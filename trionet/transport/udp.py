@@ -32,7 +32,15 @@ class UdpLayer:
         self.ports = ports
         self.queue_size = queue_size
         self.sockets: dict[tuple[IPAddress | None, int], UdpSocket] = {}
-        network.register_transport(PROTO_UDP, self.input, icmp_error=self.icmp_error)
+        #: Interface -> the forwarder taking datagrams to any address there.
+        self.forwarders: dict[Any, UdpForwarder] = {}
+        network.register_transport(PROTO_UDP, self.input, icmp_error=self.icmp_error,
+                                   address_removed=self.address_removed)
+        #: Port -> handler(iface, data, src, src_port, dst) taking IPv4
+        #: datagrams to that port on any address, the broadcast included,
+        #: before the sockets (the DHCP client's port 68: it must know the
+        #: interface). It raises WireError to drop one.
+        self.port_handlers: dict[int, Any] = {}
 
     async def open(self, local_port: int = 0, local_address: Any = None, *,
                    v6only: bool = False) -> UdpSocket:
@@ -58,8 +66,45 @@ class UdpLayer:
             del self.sockets[key]
 
     def close_all(self) -> None:
-        for sock in list(self.sockets.values()):
+        for sock in [*self.sockets.values(), *self.forwarders.values()]:
             sock.close()
+
+    def address_removed(self, address) -> None:
+        """Sockets bound to an address that went are unbound: what they
+        would receive now goes elsewhere, and they can send no more
+        (EADDRNOTAVAIL, as Linux for a socket bound to a removed address)."""
+        for sock in list(self.sockets.values()):
+            if sock.bound_address == address:
+                self.stats["udp.broken_by_address_removed"] += 1
+                sock.address_lost()
+
+    async def open_forwarder(self, iface, queue_size: int) -> UdpForwarder:
+        """A forwarder on ``iface``: datagrams to any address not ours that
+        arrive there; OSError(EADDRINUSE) if ``iface`` has one."""
+        await trio.lowlevel.checkpoint()
+        if iface in self.forwarders:
+            raise OSError(errno.EADDRINUSE, f"interface {iface.name} has a UDP forwarder already")
+        forwarder = self.forwarders[iface] = UdpForwarder(self, iface, queue_size)
+        self.network.intercept(iface, PROTO_UDP, self.forward_input)
+        return forwarder
+
+    def close_forwarder(self, forwarder: UdpForwarder) -> None:
+        iface = forwarder.interface
+        if self.forwarders.get(iface) is forwarder:
+            del self.forwarders[iface]
+            self.network.release(iface, PROTO_UDP)
+
+    def forward_input(self, iface, header, payload, raw, verify: bool) -> bool:
+        """A datagram to an address not ours on an interface with a
+        forwarder: into its queue (dropped and counted when full)."""
+        forwarder = self.forwarders.get(iface)
+        if forwarder is None:
+            return False
+        udp, data = parse_udp(payload, header.src, header.dst, verify_checksum=verify)
+        self.stats["udp.rx"] += 1
+        if not forwarder.deliver(bytes(data), header.src, udp.src_port, header.dst, udp.dst_port):
+            raise WireError("udp.forwarder_queue_full")
+        return True
 
     def input(self, iface, header, payload, raw, verify: bool, broadcast: bool) -> None:
         udp, data = parse_udp(payload, header.src, header.dst, verify_checksum=verify)
@@ -67,6 +112,11 @@ class UdpLayer:
         sockets = self.sockets
         port = udp.dst_port
         dst = header.dst
+        if self.port_handlers:
+            handler = self.port_handlers.get(port)
+            if handler is not None and dst.version == 4:
+                handler(iface, bytes(data), header.src, udp.src_port, dst)
+                return
         sock = sockets.get((dst, port)) or sockets.get(
             (ANY_IPV4 if dst.version == 4 else ANY_IPV6, port)) or sockets.get((None, port))
         if sock is None:
@@ -113,7 +163,24 @@ class UdpLayer:
         self.stats["udp.tx"] += 1
 
 
-class UdpSocket:
+class _Closeable:
+    """``aclose`` and ``async with`` for a class with a ``close()``."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        self.close()
+        await trio.lowlevel.checkpoint()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        await self.aclose()
+
+
+class UdpSocket(_Closeable):
     """A bound UDP endpoint: ``sendto``/``recvfrom`` datagrams.
 
     Received datagrams wait in a bounded queue; when it is full further ones
@@ -131,6 +198,18 @@ class UdpSocket:
         #: Called with (errno, (destination, port)) when an ICMP error about
         #: a datagram this socket sent comes back; None: the error is counted only.
         self.error_handler = None
+        #: Set when the address bound to was removed (``address_lost``).
+        self._lost: OSError | None = None
+
+    def address_lost(self) -> None:
+        """The bound address was removed: unbind; sends and receives (once
+        the queued datagrams are read) raise OSError(EADDRNOTAVAIL)."""
+        if self._closed or self._lost is not None:
+            return
+        self._lost = OSError(errno.EADDRNOTAVAIL,
+                             f"{self.bound_address} is no longer an address of this stack")
+        self._layer.unbind(self)
+        self._send_channel.close()
 
     @property
     def queued(self) -> int:
@@ -159,6 +238,8 @@ class UdpSocket:
         IP_PKTINFO does: to answer from the address a request came to."""
         if self._closed:
             raise trio.ClosedResourceError("UDP socket is closed")
+        if self._lost is not None:
+            raise OSError(self._lost.errno, self._lost.strerror)
         if not isinstance(address, (tuple, list)) or len(address) != 2:
             raise TypeError(f"address must be a (host, port) pair, not {address!r}")
         host, port = address
@@ -192,6 +273,8 @@ class UdpSocket:
         try:
             data, sender, dst = await self._receive_channel.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
+            if self._lost is not None and not self._closed:
+                raise OSError(self._lost.errno, self._lost.strerror) from None
             raise trio.ClosedResourceError("UDP socket is closed") from None
         return data, sender, str(dst)
 
@@ -202,12 +285,91 @@ class UdpSocket:
             self._receive_channel.close()
             self._send_channel.close()
 
-    async def aclose(self) -> None:
-        self.close()
+
+class UdpForwarder(_Closeable):
+    """Datagrams to *any* address and port that arrive on one interface
+    (the UDP side of a forwarder): ``receive()`` gives each with its source
+    and its original destination, and ``sendto(..., source_address=)``
+    answers from that destination.
+
+    Received datagrams wait in a bounded queue; when it is full further ones
+    are dropped and counted (``dropped``, and
+    ``stack.stats["drop.udp.forwarder_queue_full"]``). Datagrams to the
+    stack's own addresses go to its sockets as ever.
+    """
+
+    def __init__(self, layer: UdpLayer, interface: Any, queue_size: int):
+        self._layer = layer
+        self.interface = interface
+        self._send_channel, self._receive_channel = trio.open_memory_channel(queue_size)
+        self._closed = False
+        #: Datagrams dropped because the queue was full.
+        self.dropped = 0
+
+    def __repr__(self) -> str:
+        return f"<trionet.UdpForwarder on {self.interface.name}>"
+
+    @property
+    def queued(self) -> int:
+        """Datagrams waiting to be received."""
+        return self._send_channel.statistics().current_buffer_used
+
+    def deliver(self, payload: bytes, src: IPAddress, src_port: int, dst: IPAddress,
+                dst_port: int) -> bool:
+        """Queue a received datagram; False when the queue is full."""
+        try:
+            self._send_channel.send_nowait((payload, (str(src), src_port), (str(dst), dst_port)))
+            return True
+        except (trio.WouldBlock, trio.ClosedResourceError):
+            self.dropped += 1
+            return False
+
+    async def receive(self) -> tuple[bytes, tuple[str, int], tuple[str, int]]:
+        """The next datagram, its sender ``(host, port)`` and its original
+        destination ``(host, port)``."""
+        if self._closed:
+            raise trio.ClosedResourceError("UDP forwarder is closed")
+        try:
+            return await self._receive_channel.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise trio.ClosedResourceError("UDP forwarder is closed") from None
+
+    #: As ``UdpSocket.recvfrom_to``, but the destination with its port.
+    recvfrom_to = receive
+
+    async def sendto(self, data, address: tuple[Any, int], *,
+                     source_address: tuple[Any, int]) -> None:
+        """Send one datagram to ``address`` from ``source_address`` ``(host,
+        port)``, any unicast address of the same family (the destination a
+        datagram came to: the answer looks as if it came from there).
+        OSError(ENETUNREACH) when no route, EMSGSIZE when too long."""
+        if self._closed:
+            raise trio.ClosedResourceError("UDP forwarder is closed")
+        dst, port = _host_port(address, "address")
+        src, src_port = _host_port(source_address, "source_address")
+        if src.version != dst.version or src.is_unspecified or src.is_multicast:
+            raise ValueError(f"source_address: {src} is not a unicast IPv{dst.version} address")
+        if isinstance(data, str) or not isinstance(data, (bytes, bytearray, memoryview)):
+            raise TypeError(f"data must be bytes-like, not {type(data).__name__}")
+        data = bytes(data)
+        if len(data) > (MAX_UDP_PAYLOAD if dst.version == 4 else MAX_UDP6_PAYLOAD):
+            raise OSError(errno.EMSGSIZE, f"datagram of {len(data)} bytes is too long")
         await trio.lowlevel.checkpoint()
+        await self._layer.output(None, src_port, dst, port, data, src)
 
-    async def __aenter__(self):
-        return self
+    def close(self) -> None:
+        """Stop taking datagrams (later ones are treated as without it)."""
+        if not self._closed:
+            self._closed = True
+            self._layer.close_forwarder(self)
+            self._receive_channel.close()
+            self._send_channel.close()
 
-    async def __aexit__(self, *exc):
-        await self.aclose()
+
+def _host_port(value: Any, what: str) -> tuple[IPAddress, int]:
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        raise TypeError(f"{what} must be a (host, port) pair, not {value!r}")
+    host, port = value
+    address = parse_address(host, what)
+    check_port(port, what, allow_zero=False)
+    return address, port
