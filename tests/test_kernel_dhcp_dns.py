@@ -54,6 +54,13 @@ async def dnsmasq(ns: netns.NetNamespace, ifname: str, tmp_path: Path):
         yield log_path
 
 
+def _delete_link(ns: netns.NetNamespace, name: str) -> None:
+    """Delete a persistent TAP, in ``ns`` or still in the root namespace."""
+    ns.ip("link", "del", name, check=False)
+    if subprocess.run(["ip", "link", "show", name], capture_output=True).returncode == 0:
+        subprocess.run(["ip", "link", "del", name], capture_output=True, timeout=10)
+
+
 async def _wait_for_log(log_path: Path, text: str, timeout: float) -> str:
     with trio.move_on_after(timeout):
         while text not in log_path.read_text():
@@ -69,8 +76,14 @@ async def test_lease_from_dnsmasq_ping_names_and_release(tmp_path):
     name = netns.unique_name("kd")
     with trio.fail_after(60):
         with netns.NetNamespace.create("kd") as ns:
-            link = trionet.TapLink(name)  # opened here, in the root namespace
+            # A persistent TAP (as a host's is): closing trionet's side when
+            # the stack exits leaves the kernel's interface, and its address,
+            # to dnsmasq while it reads the RELEASE. Opened here, in the root
+            # namespace, then moved.
+            subprocess.run(["ip", "tuntap", "add", name, "mode", "tap"], check=True, timeout=10)
+            link = None
             try:
+                link = trionet.TapLink(name)
                 ns.move_link(name, f"{KERNEL}/24")
                 async with dnsmasq(ns, name, tmp_path) as log_path:
                     async with trionet.Stack(seed=12) as stack:
@@ -109,7 +122,9 @@ async def test_lease_from_dnsmasq_ping_names_and_release(tmp_path):
                     assert f"DHCPRELEASE({name}) {leased}" in log_text, log_text
                     assert "query[A] web.test" in log_text, log_text
             finally:
-                await link.aclose()
+                if link is not None:
+                    await link.aclose()
+                _delete_link(ns, name)
 
 
 async def test_webget_dhcp_fetches_a_page_by_name(tmp_path):
@@ -145,6 +160,4 @@ async def test_webget_dhcp_fetches_a_page_by_name(tmp_path):
                     log_text = log_path.read_text()
                     assert "DHCPACK" in log_text and "query[A] web.test" in log_text, log_text
             finally:
-                ns.ip("link", "del", tap, check=False)
-                if subprocess.run(["ip", "link", "show", tap], capture_output=True).returncode == 0:
-                    subprocess.run(["ip", "link", "del", tap], capture_output=True, timeout=10)
+                _delete_link(ns, tap)
