@@ -23,11 +23,14 @@ import trio
 import trio.testing
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# The trionet tree measured: this repository's, or TRIONET_BENCH_TREE's
+# (compare_trees.py runs this harness against an earlier tree, side by side).
+sys.path.insert(0, os.environ.get("TRIONET_BENCH_TREE")
+                or str(Path(__file__).resolve().parent.parent))
 
 import trionet  # noqa: E402
-from _peers import (BLOCK_SIZE, CHECKSUM_PROBE, CONNECT_CLIENT, ECHO_SERVER,  # noqa: E402
-                    HOLD_CLIENT, RTT_CLIENT, SENDER, SINK, cyclic_block, enable_ipv6, netns,
+from _peers import (BLOCK_SIZE, BULK_ECHO_CLIENT, CHECKSUM_PROBE, CONNECT_CLIENT,  # noqa: E402
+                    ECHO_SERVER, HOLD_CLIENT, RTT_CLIENT, SENDER, SINK, cyclic_block, enable_ipv6, netns,
                     peer, run_peer, stream_sha256, tune_namespace)
 
 # Addresses, all inside namespaces this process creates (or in-memory links).
@@ -132,6 +135,289 @@ def verify(what: str, got: dict, size: int, sha: str) -> None:
 
 
 # ---------------------------------------------------------------------------
+# Counting pass (tap_echo*, tap_connect*): what one request+reply (or one
+# connection) costs on trionet's side, counted in a separate pass after the
+# timed one, so the wrappers below never touch a timed figure.
+
+
+class _EpollProxy:
+    """Stands in for trio's ``select.epoll`` object while counting: the
+    epoll_wait and epoll_ctl calls trio's IO manager makes."""
+
+    def __init__(self, real, counter: "Counter"):
+        self._real, self._counter = real, counter
+
+    def poll(self, timeout=-1, maxevents=-1):
+        self._counter.bump("epoll_wait")
+        if timeout is None or timeout != 0:
+            self._counter.bump("epoll_wait_blocking")
+        return self._real.poll(timeout, maxevents)
+
+    def register(self, *a):
+        self._counter.bump("epoll_ctl")
+        return self._real.register(*a)
+
+    def modify(self, *a):
+        self._counter.bump("epoll_ctl")
+        return self._real.modify(*a)
+
+    def unregister(self, *a):
+        self._counter.bump("epoll_ctl")
+        return self._real.unregister(*a)
+
+    def __getattr__(self, name):
+        return getattr(self._real, name)
+
+
+def _proc_io() -> dict:
+    """The kernel's count of this process's read-type and write-type system
+    calls (/proc/self/io syscr, syscw: read/readv/pread..., write/writev...)."""
+    try:
+        with open("/proc/self/io") as f:
+            fields = dict(line.split(":") for line in f if ":" in line)
+        return {"syscr": int(fields["syscr"]), "syscw": int(fields["syscw"])}
+    except (OSError, KeyError, ValueError):
+        return {}
+
+
+def _task_kind(task) -> str:
+    """A task's role, from its name (the full names are in ``steps_by_task``)."""
+    name = task.name
+    if "handler" in name or "echo" in name:
+        return "app"
+    if "Tcp" in name or ".tcp." in name or "connection" in name.lower():
+        return "connection"
+    if "Interface" in name or "nic" in name.lower() or "link" in name.lower():
+        return "nic"
+    return "other"
+
+
+#: What the counting pass counts (per request+reply, or per connection):
+COUNT_KEYS = {
+    "task_steps": "task steps (trio Instrument before_task_step), all tasks",
+    "reschedules": "tasks made runnable (Instrument task_scheduled): wake-ups + checkpoint yields",
+    "checkpoint_yields": "yields that reschedule at once (trio cancel_shielded_checkpoint "
+                         "awaits, incl. via checkpoint(), sleep(0), channel send/receive)",
+    "checkpoint_calls": "trio.lowlevel.checkpoint() awaits (a subset of checkpoint_yields)",
+    "blocking_waits": "yields that park the task until woken (wait_task_rescheduled awaits)",
+    "channel_sends": "memory-channel crossings: MemorySendChannel.send_nowait calls "
+                     "(send() goes through it)",
+    "channel_receives": "MemoryReceiveChannel.receive_nowait calls (receive() goes "
+                        "through it; includes ones that found the channel empty)",
+    "lot_parks": "trio ParkingLot.park (Event.wait, Lock, Condition, ...)",
+    "sys_read": "os.read + os.readv calls (Python level)",
+    "sys_write": "os.write + os.writev calls (Python level)",
+    "epoll_wait": "epoll.poll calls by trio's IO manager (Python level), of them "
+                  "epoll_wait_blocking with a timeout other than 0",
+    "epoll_wait_blocking": "(see epoll_wait)",
+    "epoll_ctl": "epoll register/modify/unregister by trio's IO manager (wait_readable etc.)",
+    "syscalls": "sys_read + sys_write + epoll_wait + epoll_ctl (Python level)",
+    "kernel_syscr": "read-type system calls the kernel counted for the process "
+                    "(/proc/self/io syscr; all threads, incl. 1-2 reads of that file)",
+    "kernel_syscw": "write-type system calls the kernel counted (/proc/self/io syscw)",
+}
+
+
+class Counter(trio.abc.Instrument):
+    """The counting pass's instruments: a trio Instrument, and wrappers put
+    in place of trio's yield primitives, the memory channels' methods and
+    os.read/readv/write/writev wherever a module holds them (and undone
+    after), and trio's epoll object swapped for a counting proxy. Counts
+    only between ``start()`` and ``stop()``."""
+
+    def __init__(self):
+        self.on = False
+        self.counts: dict[str, int] = {}
+        self.by_task: dict[str, int] = {}
+        self.by_kind: dict[str, int] = {}
+        self._undo: list = []
+        self._io0: dict = {}
+
+    def bump(self, key: str, n: int = 1) -> None:
+        if self.on:
+            self.counts[key] = self.counts.get(key, 0) + n
+
+    # trio.abc.Instrument
+    def before_task_step(self, task) -> None:
+        if self.on:
+            self.counts["task_steps"] = self.counts.get("task_steps", 0) + 1
+            kind = _task_kind(task)
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+            self.by_task[task.name] = self.by_task.get(task.name, 0) + 1
+
+    def task_scheduled(self, task) -> None:
+        self.bump("reschedules")
+
+    # wrapping
+    def _replace_everywhere(self, orig, wrapper) -> None:
+        for mod in list(sys.modules.values()):
+            try:
+                items = list(vars(mod).items())
+            except TypeError:
+                continue
+            for attr, value in items:
+                if value is orig:
+                    setattr(mod, attr, wrapper)
+                    self._undo.append((mod, attr, orig))
+
+    def _wrap_async(self, orig, key: str):
+        counter = self
+
+        async def wrapper(*args, **kwargs):
+            counter.bump(key)
+            return await orig(*args, **kwargs)
+        self._replace_everywhere(orig, wrapper)
+
+    def _wrap_sync(self, orig, key: str, owner=None, attr=None):
+        counter = self
+
+        def wrapper(*args, **kwargs):
+            counter.bump(key)
+            return orig(*args, **kwargs)
+        if owner is None:
+            self._replace_everywhere(orig, wrapper)
+        else:
+            setattr(owner, attr, wrapper)
+            self._undo.append((owner, attr, orig))
+
+    def install(self) -> None:
+        import trio.lowlevel as ll
+        self._wrap_async(ll.checkpoint, "checkpoint_calls")
+        self._wrap_async(ll.cancel_shielded_checkpoint, "checkpoint_yields")
+        self._wrap_async(ll.wait_task_rescheduled, "blocking_waits")
+        for cls, attr, key in ((trio.MemorySendChannel, "send_nowait", "channel_sends"),
+                               (trio.MemoryReceiveChannel, "receive_nowait",
+                                "channel_receives"),
+                               (ll.ParkingLot, "park", "lot_parks")):
+            orig = cls.__dict__[attr]
+            self._wrap_sync(orig, key, cls, attr)
+        for name, key in (("read", "sys_read"), ("readv", "sys_read"), ("write", "sys_write"),
+                          ("writev", "sys_write")):
+            self._wrap_sync(getattr(os, name), key)
+        from trio._core._run import GLOBAL_RUN_CONTEXT  # private: the IO manager's epoll
+        io = GLOBAL_RUN_CONTEXT.runner.io_manager
+        if hasattr(io, "_epoll"):
+            real = io._epoll
+            io._epoll = _EpollProxy(real, self)
+            self._undo.append((io, "_epoll", real))
+        trio.lowlevel.add_instrument(self)
+
+    def uninstall(self) -> None:
+        trio.lowlevel.remove_instrument(self)
+        for owner, attr, orig in reversed(self._undo):
+            setattr(owner, attr, orig)
+        self._undo.clear()
+
+    def start(self) -> None:
+        self._io0 = _proc_io()
+        self.on = True
+
+    def stop(self) -> None:
+        self.on = False
+        io1 = _proc_io()
+        for k in ("syscr", "syscw"):
+            if k in io1 and k in self._io0:
+                self.counts[f"kernel_{k}"] = io1[k] - self._io0[k]
+
+    def per(self, n: int, unit: str) -> dict:
+        c = dict(self.counts)
+        c["syscalls"] = sum(c.get(k, 0) for k in ("sys_read", "sys_write", "epoll_wait",
+                                                  "epoll_ctl"))
+        out = {k: c.get(k, 0) / n for k in COUNT_KEYS}
+        for kind in ("app", "connection", "nic", "other"):
+            out[f"task_steps_{kind}"] = self.by_kind.get(kind, 0) / n
+        top = sorted(self.by_task.items(), key=lambda kv: -kv[1])[:8]
+        return {"per": unit, "measured": n, "counts": out,
+                "steps_by_task": {name: v / n for name, v in top}}
+
+
+class CountWindow:
+    """Turns a Counter on after ``warmup`` events and off after
+    ``warmup + count`` (events: echoes or accepted connections) and sets
+    ``done``."""
+
+    def __init__(self, counter: Counter, warmup: int, count: int):
+        self.counter, self.warmup, self.count = counter, warmup, count
+        self.seen = 0
+        self.done = trio.Event()
+
+    def event(self, n: int = 1) -> None:
+        before, self.seen = self.seen, self.seen + n
+        if before < self.warmup <= self.seen:
+            self.counter.start()
+        if before < self.warmup + self.count <= self.seen:
+            self.counter.stop()
+            self.done.set()
+
+
+COUNT_PORT = 17
+
+
+async def count_echoes(tp, stack_ip: str, p: dict) -> dict:
+    """The counting pass of the echo cases: a second echo server (port
+    COUNT_PORT) that counts the 64-byte echoes it made; the Counter is on
+    from the end of the ``counts_warmup``-th echo's send_all to the end of
+    the ``counts``-th one after it. Per echo."""
+    counter = Counter()
+    window = CountWindow(counter, p.get("counts_warmup", 50), p["counts"])
+
+    async def handler(stream):
+        async with stream:
+            got = 0
+            async for data in stream:
+                await stream.send_all(data)
+                got += len(data)
+                echoes, got = divmod(got, 64)
+                if echoes:
+                    window.event(echoes)
+
+    stack, ns, nursery = tp
+    await nursery.start(stack.serve_tcp, handler, COUNT_PORT)
+    counter.install()
+    try:
+        params = dict(_rtt_params(p, stack_ip), port=COUNT_PORT, warmup=0,
+                      count=window.warmup + window.count + 10)
+        await run_peer(ns, RTT_CLIENT, params, timeout=120)
+    finally:
+        if counter.on:
+            counter.stop()
+        counter.uninstall()
+    if not window.done.is_set():
+        raise RuntimeError(f"counting pass: only {window.seen} echoes")
+    return counter.per(window.count, "64-byte request + reply")
+
+
+async def count_connections(tp, stack_ip: str, p: dict) -> dict:
+    """The counting pass of the connection cases: one Linux client thread
+    (connect, one 64-byte echo, close) against a second echo server on
+    COUNT_PORT; the Counter runs from the handler start of connection
+    ``counts_warmup`` to that of connection ``counts_warmup + counts`` (so it
+    covers whole handshake-echo-close cycles). Per connection."""
+    counter = Counter()
+    window = CountWindow(counter, p.get("counts_warmup", 20), p["counts"])
+
+    async def handler(stream):
+        window.event()
+        await echo_handler(stream)
+
+    stack, ns, nursery = tp
+    await nursery.start(stack.serve_tcp, handler, COUNT_PORT)
+    counter.install()
+    try:
+        total = window.warmup + window.count + 5
+        params = dict(_connect_params(dict(p, conn_seconds=30.0, conn_max=total), stack_ip, 1),
+                      port=COUNT_PORT)
+        await run_peer(ns, CONNECT_CLIENT, params, timeout=90)
+    finally:
+        if counter.on:
+            counter.stop()
+        counter.uninstall()
+    if not window.done.is_set():
+        raise RuntimeError(f"counting pass: only {window.seen} connections")
+    return counter.per(window.count, "connection (connect, one 64-byte echo, close)")
+
+
+# ---------------------------------------------------------------------------
 # Setups
 
 
@@ -228,11 +514,13 @@ async def addresses_ready(*stacks, timeout: float = 10) -> None:
 
 
 @asynccontextmanager
-async def tap_peer(offload: bool = False, ipv6: bool = False):
+async def tap_peer(offload: bool | None = False, ipv6: bool = False):
     """trionet at TAP_STACK on a fresh TAP moved into a fresh namespace where
     the kernel is TAP_KERNEL. Yields a TapPeer (unpacks to stack, ns, nursery).
     ``offload``: ``TapLink(offload=True)`` (virtio-net header, checksum and
     TSO offload both ways); OffloadRefused if the kernel refuses them.
+    ``None``: ``TapLink(name)``, whatever the tree's default is (the
+    "default link" cases; the JSON's ``offload`` says what it was).
     ``ipv6``: IPv6 only, trionet TAP_STACK6/64 and the kernel TAP_KERNEL6/64
     (IPv6 turned back on for the TAP in the namespace, ``nodad``).
 
@@ -240,7 +528,9 @@ async def tap_peer(offload: bool = False, ipv6: bool = False):
     the namespace is deleted; both also on errors and Ctrl-C."""
     name = netns.unique_name("tb")
     with netns.NetNamespace.create("bk") as ns:
-        link = trionet.TapLink(name, offload=True) if offload else trionet.TapLink(name)
+        # plain cases: offload=False, explicitly; None: the default link (TapLink(name))
+        link = trionet.TapLink(name) if offload is None else \
+            trionet.TapLink(name, offload=offload)
         if offload and not link.offload:
             await link.aclose()
             raise OffloadRefused(f"the kernel refused TAP offloads: {link.offload_error}")
@@ -250,7 +540,7 @@ async def tap_peer(offload: bool = False, ipv6: bool = False):
                 ns.move_link(name, None)
                 enable_ipv6(ns, name, f"{TAP_KERNEL6}/64")
                 await addresses_ready(stack)
-                if offload:
+                if getattr(link, "offload", False):
                     await probe_offload_checksums(ns, TAP_STACK6)
             else:
                 stack.add_interface(link, f"{TAP_STACK}/24")
@@ -347,17 +637,34 @@ async def case_reference(p: dict) -> dict:
     size = p["bulk_size"]
     ipv6 = p.get("ipv6", False)
     server_ip = REF_SERVER6 if ipv6 else REF_SERVER
-    with ref_pair(ipv6) as (a, b):
-        async with peer(b, SINK, {"host": server_ip, "port": SINK_PORT, "deadline": 120}) as sink:
-            await sink.read_json(30)
-            sent = await run_peer(a, SENDER, {"host": server_ip, "port": SINK_PORT, "size": size,
-                                              "seed": SEED, "block": BLOCK_SIZE, "deadline": 120},
-                                  timeout=150)
-            got = await sink.read_json(60)
-    verify("Linux -> Linux", got, size, sent["sha256"])
-    metrics["bulk_mbps"] = size / got["seconds"] / 1e6
+    if size:  # 0: no bulk (compare_trees.py when no bulk case is compared)
+        with ref_pair(ipv6) as (a, b):
+            async with peer(b, SINK, {"host": server_ip, "port": SINK_PORT,
+                                      "deadline": 120}) as sink:
+                await sink.read_json(30)
+                sent = await run_peer(a, SENDER, {"host": server_ip, "port": SINK_PORT,
+                                                  "size": size, "seed": SEED,
+                                                  "block": BLOCK_SIZE, "deadline": 120},
+                                      timeout=150)
+                got = await sink.read_json(60)
+        verify("Linux -> Linux", got, size, sent["sha256"])
+        metrics["bulk_mbps"] = size / got["seconds"] / 1e6
+    if p.get("bulk_echo_size"):
+        # Bulk echo: the same client and server programs as tap_bulk_echo's
+        # client and the echo cases' Linux server (selectors).
+        with ref_pair(ipv6) as (a, b):
+            async with peer(b, ECHO_SERVER, {"host": server_ip, "port": ECHO_PORT,
+                                             "deadline": 300}) as server:
+                await server.read_json(30)
+                q = {"size": p["bulk_echo_size"], "timeout": 120}
+                r = await run_peer(a, BULK_ECHO_CLIENT, _bulk_echo_params(q, server_ip),
+                                   timeout=150)
+        check_echo("Linux -> Linux echo", r, q["size"])
+        metrics["bulk_echo_mbps"] = q["size"] / r["seconds"] / 1e6
+        info["bulk_echo"] = r
     # Echo and connections, against a Python selectors echo server.
-    for what in ("rtt", 1, 8) if p.get("connections", True) else ("rtt",):
+    for what in ("rtt", 1, 8) if p.get("connections", True) else \
+            ("rtt",) if p.get("echo", True) else ():
         with ref_pair(ipv6) as (a, b):
             async with peer(b, ECHO_SERVER, {"host": server_ip, "port": ECHO_PORT,
                                              "deadline": 300}) as server:
@@ -444,8 +751,49 @@ async def case_tap_echo(p: dict) -> dict:
         with PROFILING.measured():
             rtt = await run_peer(ns, RTT_CLIENT, _rtt_params(p, stack_ip), timeout=120)
         report = tp.report()
-    return {"metrics": {"rtt_median_us": rtt["median"] * 1e6, "rtt_p99_us": rtt["p99"] * 1e6},
-            "info": {**rtt, **report}}
+        # After the timed pass, on the same stack: the per-echo counts.
+        counts = await count_echoes(tp, stack_ip, p) if p.get("counts") else None
+    result = {"metrics": {"rtt_median_us": rtt["median"] * 1e6, "rtt_p99_us": rtt["p99"] * 1e6},
+              "info": {**rtt, **report}}
+    if counts:
+        result["counts"] = counts
+    return result
+
+
+async def case_tap_bulk_echo(p: dict) -> dict:
+    """Bulk echo, both directions at once, over a TAP opened with the
+    default link settings (``TapLink(name)``; the JSON's ``offload`` says
+    what that was): the Linux client sends ``size`` bytes and reads the echo
+    at the same time; trionet runs the echo server. Byte count and SHA-256
+    of the echo verified; timed by the client from its first byte to the
+    echo's EOF."""
+    _, stack_ip = tap_addresses(p)
+    async with tap_peer(p.get("offload"), p.get("ipv6", False)) as tp:
+        stack, ns, nursery = tp
+        await nursery.start(stack.serve_tcp, echo_handler, ECHO_PORT)
+        mark = cpu_mark()
+        with PROFILING.measured():
+            r = await run_peer(ns, BULK_ECHO_CLIENT, _bulk_echo_params(p, stack_ip),
+                               timeout=p["timeout"] + 30)
+        cpu = cpu_busy(mark)
+        report = tp.report()
+    check_echo("Linux -> trionet -> Linux", r, p["size"])
+    return {"metrics": {"mbps": p["size"] / r["seconds"] / 1e6},
+            "info": {"client": r, "link_default": p.get("offload") is None, **cpu, **report}}
+
+
+def _bulk_echo_params(p: dict, host: str) -> dict:
+    return {"host": host, "port": ECHO_PORT, "size": p["size"], "seed": SEED,
+            "block": BLOCK_SIZE, "deadline": p["timeout"]}
+
+
+def check_echo(what: str, r: dict, size: int) -> None:
+    """The bulk echo client's result: all ``size`` bytes sent and echoed,
+    the echo's SHA-256 that of what was sent."""
+    if "send_error" in r or r.get("sent") != size:
+        raise AssertionError(f"{what}: the client sent {r.get('sent')} of {size} bytes "
+                             f"({r.get('send_error', 'deadline')})")
+    verify(what, {"bytes": r["bytes"], "sha256": r["sha256"]}, size, r["expected_sha256"])
 
 
 async def case_tap_connect(p: dict) -> dict:
@@ -453,6 +801,7 @@ async def case_tap_connect(p: dict) -> dict:
     sequential and 8 in parallel; trionet echo server."""
     metrics, info = {}, {}
     names = {1: "conn_per_s_seq", 8: "conn_per_s_par8"}
+    counts = None
     # p["parallel"] (e.g. [8] with --param, to profile one of them alone).
     for parallel in p.get("parallel", [1, 8]):
         name = names[parallel]
@@ -466,9 +815,14 @@ async def case_tap_connect(p: dict) -> dict:
                                    timeout=p["conn_seconds"] + 60)
             r.update(cpu_busy(mark))
             r.update(tp.report())
+            if p.get("counts") and counts is None:  # after the timed pass
+                counts = await count_connections(tp, TAP_STACK, p)
         metrics[name] = r["rate"]
         info[name] = r
-    return {"metrics": metrics, "info": info}
+    result = {"metrics": metrics, "info": info}
+    if counts:
+        result["counts"] = counts
+    return result
 
 
 async def case_tap_idle(p: dict) -> dict:
@@ -681,6 +1035,8 @@ CASES = {
     "tap_echo_v6": case_tap_echo,
     "tap_echo_offload": case_tap_echo,
     "tap_echo_offload_v6": case_tap_echo,
+    "tap_bulk_echo": case_tap_bulk_echo,
+    "tap_bulk_echo_v6": case_tap_bulk_echo,
     "tap_connect": case_tap_connect,
     "tap_connect_offload": case_tap_connect,
     "tap_idle": case_tap_idle,
@@ -806,6 +1162,7 @@ def main(argv: list[str]) -> int:
         result = run_case(name, fn, params, profile)
     except OffloadRefused as exc:
         result = {"skipped": str(exc)}
+    result["trionet_tree"] = str(Path(trionet.__file__).resolve().parent.parent)
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

@@ -29,7 +29,8 @@ if str(ROOT / "tests") not in sys.path:
 import netns  # noqa: E402  (tests/netns.py: the kernel-peer harness)
 
 __all__ = ["netns", "Peer", "peer", "run_peer", "tune_namespace", "enable_ipv6", "SINK", "SENDER",
-           "ECHO_SERVER", "RTT_CLIENT", "CONNECT_CLIENT", "HOLD_CLIENT", "CHECKSUM_PROBE",
+           "ECHO_SERVER", "BULK_ECHO_CLIENT", "RTT_CLIENT", "CONNECT_CLIENT", "HOLD_CLIENT",
+           "CHECKSUM_PROBE",
            "stream_sha256", "cyclic_block"]
 
 
@@ -170,8 +171,53 @@ while time.monotonic() < DEADLINE:
         except OSError:
             k = len(data)
         if k < len(data):
+            # Back-pressure (bulk echo): read nothing more until this is out.
             pending[s] = data[k:]
-            sel.modify(s, selectors.EVENT_READ | selectors.EVENT_WRITE)
+            sel.modify(s, selectors.EVENT_WRITE)
+"""
+
+#: Bulk echo client: connects, sends P["size"] bytes of the cyclic block
+#: (seed P["seed"]) from a thread, reads the echo at the same time in the main
+#: thread (counting and hashing), half-closes after the last byte and reads to
+#: EOF. Timed from the first byte sent to the echo's EOF.
+BULK_ECHO_CLIENT = _PROLOGUE + r"""
+block = random.Random(P["seed"]).randbytes(P["block"])
+view = memoryview(block)
+expected = hashlib.sha256(); left_ = P["size"]
+while left_:
+    k = min(left_, len(block)); expected.update(view[:k]); left_ -= k
+s = socket.create_connection((P["host"], P["port"]), timeout=left())
+s.settimeout(left())
+sender = {}
+def send():
+    try:
+        left_ = P["size"]; chunk = 1 << 18; pos = 0
+        while left_:
+            k = min(left_, chunk, len(block) - pos)
+            s.sendall(view[pos:pos + k]); left_ -= k; pos = (pos + k) % len(block)
+            if time.monotonic() > DEADLINE:
+                break
+        sender["sent"] = P["size"] - left_
+        sender["send_seconds"] = time.perf_counter() - t0
+        s.shutdown(socket.SHUT_WR)
+    except Exception as exc:
+        sender["send_error"] = repr(exc)
+h = hashlib.sha256(); n = 0
+buf = bytearray(1 << 18); bv = memoryview(buf)
+t0 = time.perf_counter()
+thread = threading.Thread(target=send); thread.start()
+while True:
+    k = s.recv_into(buf)
+    if not k:
+        break
+    h.update(bv[:k]); n += k
+    if time.monotonic() > DEADLINE:
+        break
+t1 = time.perf_counter()
+thread.join(timeout=left())
+s.close()
+out(bytes=n, sha256=h.hexdigest(), expected_sha256=expected.hexdigest(), seconds=t1 - t0,
+    **sender)
 """
 
 #: Connects, then P["count"] round trips of P["size"] bytes (after

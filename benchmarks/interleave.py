@@ -33,7 +33,7 @@ import run  # noqa: E402  (benchmarks/run.py: cases, parameters, run_child)
 
 #: The pairs compared (IPv4 case; its IPv6 twin is CASE + "_v6").
 PAIRS = ["tap_bulk_in", "tap_bulk_out", "tap_bulk_in_offload", "tap_bulk_out_offload",
-         "tap_echo", "tap_echo_offload", "cable_bulk", "loopback_bulk"]
+         "tap_echo", "tap_echo_offload", "tap_bulk_echo", "cable_bulk", "loopback_bulk"]
 #: The metrics compared per pair (the echo cases' p99 is left out: too noisy).
 COMPARED = {"mbps", "rtt_median_us"}
 
@@ -217,9 +217,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except KeyboardInterrupt:
-        print("\ninterrupted; namespaces and TAP devices of the cases were removed",
-              file=sys.stderr)
-        sys.exit(130)
+    run.run_main(main)

@@ -17,7 +17,8 @@ TCP, over IPv4 and IPv6.
     sudo scripts/setup_tap.sh tun0 10.0.0.1/24 fd00::1/64 --tun --user $USER
     python examples/echo_server.py --tun tun0 --address 10.0.0.2/24 --address fd00::2/64
 
-Every address answers (the link-local IPv6 one too). Prints a line
+The link asks the kernel for checksum offload and TSO (the default;
+--no-offload for plain frames). Every address answers (the link-local IPv6 one too). Prints a line
 containing "ready" and the addresses once serving (with --slaac, once an
 address was formed from an advertised prefix; with --dhcp, once a lease is
 bound); exits 0 on SIGINT/SIGTERM (releasing a DHCP lease).
@@ -62,7 +63,10 @@ async def wait_for_slaac(iface: trionet.Interface, timeout: float) -> None:
 
 
 async def main(args: argparse.Namespace) -> int:
-    link: trionet.link.Link = trionet.TunLink(args.tun) if args.tun else trionet.TapLink(args.tap)
+    # Checksum offload and TSO where the kernel grants them (the default).
+    offload = not args.no_offload
+    link: trionet.link.Link = (trionet.TunLink(args.tun, offload=offload) if args.tun
+                               else trionet.TapLink(args.tap, offload=offload))
     if args.pcap:
         link = trionet.Capture(link, args.pcap)
     addresses = args.address or []
@@ -120,6 +124,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=None,
                         help="seed of everything random (MAC, link-local address, ports)")
     parser.add_argument("--pcap", default=None, help="write every frame to this pcap file")
+    parser.add_argument("--no-offload", action="store_true",
+                        help="plain frames: no virtio-net header, checksum offload or TSO")
     parser.add_argument("-v", "--verbose", action="store_true", help="DEBUG logging")
     args = parser.parse_args(argv)
     if not args.address and not args.slaac and not args.dhcp:

@@ -42,11 +42,13 @@ class Peer:
 
 
 @asynccontextmanager
-async def kernel_peer(pcap: Path | None = None):
+async def kernel_peer(pcap: Path | None = None, *, offload: bool = True):
     """A stack at STACK_IP on a TAP whose other side, KERNEL_IP, is the
-    kernel in a fresh namespace. ``pcap``: record every frame there."""
+    kernel in a fresh namespace. ``pcap``: record every frame there.
+    ``offload``: the TapLink's (the default: checksum offload and TSO)."""
     name = netns.unique_name("kt")
-    link = trionet.TapLink(name)
+    link = trionet.TapLink(name, offload=offload)
+    assert link.offload is offload, link.offload_error
     if pcap is not None:
         link = trionet.Capture(link, pcap)
     async with trionet.Stack() as stack:

@@ -23,6 +23,10 @@ except ImportError:
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
+#: What the counting passes report at least (benchmarks/_cases.py COUNT_KEYS).
+COUNT_KEYS = ("task_steps", "checkpoint_yields", "blocking_waits", "channel_sends", "sys_read",
+              "sys_write", "epoll_wait", "epoll_ctl", "syscalls", "kernel_syscr",
+              "kernel_syscw")
 
 
 def load_suite():
@@ -103,6 +107,24 @@ def test_quick_benchmarks_report_every_case(tmp_path):
                     if name == "tap_connect_offload" else [infos]
                 assert all(i["offload"] is True for i in infos), (name, infos)
 
-    # The table went to stdout, and every target has a row in the JSON.
-    assert "| case" in proc.stdout
+        # The bulk echo ran on the default link and recorded what that was.
+        info = cases["tap_bulk_echo"]["info"][0]
+        assert isinstance(info["offload"], bool) and info["link_default"] is True, info
+        # The counting passes: every count finite, per echo / per connection.
+        for name in ("tap_echo", "tap_echo_v6", "tap_echo_offload", "tap_echo_offload_v6",
+                     "tap_connect", "tap_connect_offload"):
+            if cases[name]["status"] != "ok":
+                continue
+            counted = cases[name].get("counts")
+            assert counted is not None, f"{name}: no counting pass"
+            assert counted["measured"] > 0, (name, counted)
+            values = counted["counts"]
+            assert set(COUNT_KEYS) <= set(values), (name, values)
+            for key, value in values.items():
+                assert isinstance(value, (int, float)) and math.isfinite(value), (name, key)
+            # Something ran and something was written per echo / connection.
+            assert values["task_steps"] > 0 and values["sys_write"] > 0, (name, values)
+
+    # The tables went to stdout, and every target has a row in the JSON.
+    assert "| case" in proc.stdout and "| issue" in proc.stdout
     assert {(t["case"], t["metric"]) for t in doc["targets"]} == set(suite.TARGETS)

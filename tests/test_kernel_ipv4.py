@@ -82,10 +82,13 @@ async def udp_echo(sock) -> None:
             pass
 
 
-async def test_kernel_peer_ipv4_icmp_udp(tmp_path):
+@pytest.mark.parametrize("offload", [False, True], ids=["plain", "offload"])
+async def test_kernel_peer_ipv4_icmp_udp(tmp_path, offload):
     name = netns.unique_name("tk")
     pcap = tmp_path / "session.pcap"
-    link = trionet.Capture(trionet.TapLink(name), pcap)
+    tap = trionet.TapLink(name, offload=offload)
+    assert tap.offload is offload, tap.offload_error
+    link = trionet.Capture(tap, pcap)
     with trio.fail_after(90):
         async with trionet.Stack() as stack, trio.open_nursery() as nursery:
             stack.add_interface(link, f"{STACK_IP}/24")

@@ -447,7 +447,11 @@ async def test_slaac_from_dnsmasq_router_advertisements(tmp_path):
 
                 log_text = log_path.read_text()
                 assert "router advertisement on" in log_text, log_text
-                assert "RTR-SOLICIT" in log_text, log_text  # trionet solicited at start
+                # Whether dnsmasq logs trionet's router solicitation depends on
+                # timing: an unsolicited advertisement that arrives before the
+                # first solicitation is due ends soliciting (RFC 4861 6.3.7),
+                # so it is not asserted here (tests/test_ipv6_nd_stack.py
+                # checks the solicitations in virtual time).
 
 
 # --- 6. an offload TAP (virtio-net header, checksums left to the link) ----------------

@@ -15,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import trio
 
 import trionet
@@ -100,10 +101,16 @@ async def check_from_kernel(ns: netns.NetNamespace) -> None:
         assert outcome == {"tcp": True, "received": 200_000, "udp": True}, (host, outcome)
 
 
-async def test_kernel_pings_and_tcp_echo_over_a_tun(tmp_path):
+@pytest.mark.parametrize("offload", [False, True], ids=["plain", "offload"])
+async def test_kernel_pings_and_tcp_echo_over_a_tun(tmp_path, offload):
+    """Both ways: a plain TUN, and one with the virtio-net header, checksum
+    offload and TSO (the default), where the kernel's TCP hands the stack
+    GSO packets and takes the stack's."""
     tun = netns.unique_name("ku")
     pcap = tmp_path / "tun.pcap"
-    link = trionet.Capture(trionet.TunLink(tun), pcap)
+    tun_link = trionet.TunLink(tun, offload=offload)
+    assert tun_link.offload is offload, tun_link.offload_error
+    link = trionet.Capture(tun_link, pcap)
     with trio.fail_after(90):
         async with trionet.Stack(seed=12) as stack, trio.open_nursery() as nursery:
             iface = stack.add_interface(link, f"{STACK4}/24")
@@ -124,6 +131,12 @@ async def test_kernel_pings_and_tcp_echo_over_a_tun(tmp_path):
         assert stats["tun.rx"] > 0 and stats["ethernet.rx"] == 0
         assert stats["arp.tx_request"] == 0 and stats["drop.internal.error"] == 0
         assert stats["ipv4.reassembled"] >= 1 and stats["ipv6.reassembled"] >= 1
+        assert not any("checksum" in k for k in stats.drops()), stats.drops()
+        assert tun_link.stats["rx_dropped_checksum"] == 0
+        if offload:
+            # 200 KB each way, both families: large segments came and went.
+            assert tun_link.stats["rx_gso_frames"] > 0, tun_link.stats
+            assert tun_link.stats["tx_gso_frames"] > 0, tun_link.stats
     with open(pcap, "rb") as f:
         assert struct.unpack_from("<I", f.read(24), 20)[0] == 101  # LINKTYPE_RAW
     if shutil.which("tcpdump") is None:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import logging
 import os
 import random
 import struct
+import subprocess
 from collections import Counter
 from ipaddress import IPv4Address, IPv6Address
+from pathlib import Path
 
 import attrs
 import pytest
@@ -25,7 +28,7 @@ import trio
 
 import trionet
 from trionet import wire
-from trionet.link import Capture, Link, TapLink, read_pcap
+from trionet.link import Capture, Link, TapLink, TunLink, read_pcap
 from trionet.link import tap as tap_module
 from trionet.tcp.socket import send_coalesced
 from trionet.wire.ipv6 import build_router_alert_header
@@ -34,8 +37,10 @@ from trionet.wire.tcp import ACK, CWR, FIN, PSH, SYN, TcpHeader, TcpOptions, bui
 
 try:
     from . import netns
+    from .test_link_tun import refuse
 except ImportError:
     import netns
+    from test_link_tun import refuse
 
 SRC = IPv4Address("10.0.0.1")
 DST = IPv4Address("10.0.0.2")
@@ -617,23 +622,19 @@ async def test_offload_tap_attributes_and_cleanup():
 
 @pytest.mark.kernel
 @netns.requires_kernel_peer
-@pytest.mark.parametrize("refused", [tap_module._TUNSETOFFLOAD, tap_module._TUNSETVNETHDRSZ])
-async def test_refused_offload_falls_back_to_a_plain_tap(monkeypatch, caplog, refused):
-    real = tap_module._ioctl
-
-    def ioctl(fd, request, arg=0, *rest):
-        if request == refused:
-            raise OSError(22, "Invalid argument")
-        return real(fd, request, arg, *rest)
-
-    monkeypatch.setattr(tap_module, "_ioctl", ioctl)
+@pytest.mark.parametrize("cls", [TapLink, TunLink], ids=["tap", "tun"])
+@pytest.mark.parametrize("refused", ["TUNSETOFFLOAD", "TUNSETVNETHDRSZ", "IFF_VNET_HDR"])
+async def test_refused_offload_falls_back_to_a_plain_tap(monkeypatch, caplog, refused, cls):
+    refuse(monkeypatch, refused)  # an ioctl, or the open with IFF_VNET_HDR
     name = netns.unique_name("tf")
-    with caplog.at_level(logging.WARNING, logger="trionet.link.tap"):
-        link = TapLink(name, offload=True)
+    logger = f"trionet.link.{cls.kind.lower()}"
+    with caplog.at_level(logging.WARNING, logger=logger):
+        link = cls(name)  # offload=True is the default
     try:
         assert not link.offload and not link.checksum_offload and link.tso_max == 0
         assert link.stats["offload_refused"] == 1 and "Invalid argument" in link.offload_error
-        assert any("refused" in r.getMessage() for r in caplog.records)
+        assert link.offload_error.startswith(refused)
+        assert any("refused" in r.getMessage() and r.name == logger for r in caplog.records)
         assert tun_flags(name) & 0x4000 == 0  # reopened without IFF_VNET_HDR
         async with trionet.Stack() as stack:
             stack.add_interface(link, "10.0.0.2/24")
@@ -644,14 +645,23 @@ async def test_refused_offload_falls_back_to_a_plain_tap(monkeypatch, caplog, re
                 assert await stack.ping("10.0.0.1", timeout=2) > 0
     finally:
         await link.aclose()
+    # Where the plain open fails too, its error (with advice) is raised.
+    with pytest.raises(OSError, match=f"'lo'.*not a {cls.kind}"):
+        cls("lo")
 
 
-BAD_FRAME_SENDER = r"""
+# argv: ifname, the stack's MAC (or "" on a TUN: bare packets), source and
+# destination IPv4 addresses. Sends a UDP datagram with a bad checksum, then
+# a good one, from a packet socket: the kernel vouches for neither.
+BAD_PACKET_SENDER = r"""
 import socket, struct, sys
-ifname, dst_mac = sys.argv[1], bytes.fromhex(sys.argv[2])
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((ifname, 0))
-src_mac = s.getsockname()[4]
+ifname, dst_mac, src, dst = sys.argv[1], bytes.fromhex(sys.argv[2]), sys.argv[3], sys.argv[4]
+if dst_mac:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+    s.bind((ifname, 0))
+    src_mac = s.getsockname()[4]
+else:
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
 def checksum(data):
     if len(data) % 2:
         data += b"\0"
@@ -659,36 +669,43 @@ def checksum(data):
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
     return ~total & 0xFFFF
-def frame(ident, corrupt):
+def packet(ident, corrupt):
     payload = b"not verified by the kernel"
     udp = struct.pack("!HHHH", 9, 9999, 8 + len(payload), 0) + payload
     ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), ident, 0, 64, 17, 0,
-                     socket.inet_aton("10.0.0.1"), socket.inet_aton("10.0.0.2"))
+                     socket.inet_aton(src), socket.inet_aton(dst))
     ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, len(udp))
     csum = checksum(pseudo + udp) ^ (0x0101 if corrupt else 0)
     udp = udp[:6] + struct.pack("!H", csum) + udp[8:]
-    return dst_mac + src_mac + b"\x08\x00" + ip + udp
-s.send(frame(1, True))
-s.send(frame(2, False))
+    return ip + udp
+for ident, corrupt in ((1, True), (2, False)):
+    if dst_mac:
+        s.send(dst_mac + src_mac + b"\x08\x00" + packet(ident, corrupt))
+    else:
+        s.sendto(packet(ident, corrupt), (ifname, 0x0800))
 """
 
 
 @pytest.mark.kernel
 @netns.requires_kernel_peer
-async def test_kernel_frames_with_bad_checksums_are_dropped_by_the_link():
+@pytest.mark.parametrize("cls", [TapLink, TunLink], ids=["tap", "tun"])
+async def test_kernel_frames_with_bad_checksums_are_dropped_by_the_link(cls):
     """Frames the kernel did not checksum-check itself (here raw frames
     from a packet socket) are checked by the link: the bad one is dropped
     and counted, the good one reaches the stack."""
     name = netns.unique_name("tb")
-    link = TapLink(name, offload=True)
+    link = cls(name, offload=True)
+    assert link.offload, link.offload_error
     with trio.fail_after(30):
         async with trionet.Stack() as stack:
             iface = stack.add_interface(link, "10.0.0.2/24")
             sock = await stack.open_udp_socket(9999)
             with netns.NetNamespace.create("tb") as ns:
                 ns.move_link(name, "10.0.0.1/24")
-                await ns.run_async(*ns.python(BAD_FRAME_SENDER), name, iface.mac.hex(), timeout=20)
+                mac = iface.mac.hex() if cls is TapLink else ""  # "": bare packets
+                await ns.run_async(*ns.python(BAD_PACKET_SENDER), name, mac, "10.0.0.1",
+                                   "10.0.0.2", timeout=20)
                 data, (host, port) = await sock.recvfrom()
                 assert data == b"not verified by the kernel" and port == 9
                 with trio.move_on_after(0.3):
@@ -696,3 +713,50 @@ async def test_kernel_frames_with_bad_checksums_are_dropped_by_the_link():
                     raise AssertionError("the corrupted datagram was delivered")
                 assert link.stats["rx_dropped_checksum"] == 1
             await sock.aclose()
+
+
+OPEN_AND_REPORT = r"""
+import json, sys
+sys.path.insert(0, sys.argv[3])
+import trio, trionet
+link = getattr(trionet, sys.argv[2])(sys.argv[1])
+with open(f"/sys/class/net/{sys.argv[1]}/tun_flags") as f:
+    flags = int(f.read(), 16)
+print(json.dumps({"offload": link.offload, "error": link.offload_error, "flags": flags}))
+trio.run(link.aclose)
+"""
+
+
+@pytest.mark.kernel
+@netns.requires_kernel_peer
+@pytest.mark.parametrize("cls", [TapLink, TunLink], ids=["tap", "tun"])
+async def test_persistent_devices_without_vnet_hdr_open_with_offload(cls):
+    """TAPs and TUNs made without vnet_hdr (``ip tuntap add NAME mode
+    tap``, and scripts/setup_tap.sh, here inside a namespace) open with the
+    offloads by default: TUNSETIFF sets the header flag on each attach.
+    Closed, the device stays, and opens plain for whoever asks for that."""
+    name = netns.unique_name("tp")
+    mode = cls.kind.lower()
+    subprocess.run(["ip", "tuntap", "add", name, "mode", mode], check=True, timeout=10)
+    try:
+        assert tun_flags(name) & 0x4000 == 0
+        link = cls(name)
+        assert link.offload and link.offload_error is None and tun_flags(name) & 0x4000
+        await link.aclose()
+        link = cls(name, offload=False)
+        assert not link.offload and tun_flags(name) & 0x4000 == 0
+        await link.aclose()
+        assert os.path.exists(f"/sys/class/net/{name}")
+    finally:
+        subprocess.run(["ip", "tuntap", "del", name, "mode", mode], timeout=10)
+    root = Path(__file__).resolve().parent.parent
+    with netns.NetNamespace.create("tp") as ns:
+        made = subprocess.run(["bash", root / "scripts" / "setup_tap.sh", name, "10.97.3.1/24",
+                               *(["--tun"] if mode == "tun" else []), "--netns", ns.name,
+                               "--user", "nobody"], capture_output=True, text=True, timeout=30)
+        assert made.returncode == 0, made.stderr
+        proc = await ns.run_async(*ns.python(OPEN_AND_REPORT), name, cls.__name__, root,
+                                  timeout=30)
+        report = json.loads(proc.stdout)
+        assert report == {"offload": True, "error": None, "flags": report["flags"]}, report
+        assert report["flags"] & 0x4000  # IFF_VNET_HDR

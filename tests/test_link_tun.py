@@ -14,6 +14,7 @@ import trio.testing
 
 import trionet
 from trionet.link import Link, TapLink, TunLink
+from trionet.link import tuntap as tuntap_module
 
 try:  # tests/ is not a package
     from . import netns
@@ -85,12 +86,17 @@ def test_bad_arguments():
 
 @pytest.mark.kernel
 @netns.requires_kernel_peer
-async def test_ping_through_a_namespace_with_bare_ip_packets():
+@pytest.mark.parametrize("offload", [False, True], ids=["plain", "offload"])
+async def test_ping_through_a_namespace_with_bare_ip_packets(offload):
+    """Bare packets both ways, on a plain TUN and on an offload one (whose
+    virtio-net header the link adds and strips)."""
     name = netns.unique_name("tt")
-    link = TunLink(name)
+    link = TunLink(name, offload=offload)
     try:
         assert link.name == name and link.mtu == 1500
         assert tun_flags(name) & 0x1003 == 0x1001  # IFF_TUN | IFF_NO_PI
+        assert bool(tun_flags(name) & 0x4000) is offload  # IFF_VNET_HDR
+        assert link.offload is offload and link.checksum_offload is offload
         assert "TunLink" in repr(link) and name in repr(link)
         with netns.NetNamespace.create("tt") as ns:
             ns.move_link(name, "10.99.1.1/24")
@@ -158,7 +164,7 @@ async def test_device_gone_raises_broken():
 @netns.requires_kernel_peer
 async def test_pending_receive_raises_closed_on_aclose_and_down_drops():
     name = netns.unique_name("tt")
-    link = TunLink(name, mtu=1400)
+    link = TunLink(name, mtu=1400, offload=False)
     try:
         assert link.mtu == 1400
         link.send_frame(b"\x45" + bytes(39))  # down: dropped, counted
@@ -236,3 +242,52 @@ def test_setup_script_makes_and_deletes_a_tun():
         assert f"tuntap del dev {tun} mode tun" in proc.stdout
         assert f"deleted TUN {tun}" in proc.stdout
         assert ns.ip("link", "show", "dev", tun, check=False).returncode != 0
+
+
+# --- offloads (IFF_VNET_HDR, checksum offload, TSO), as TapLink's -------------
+
+
+@pytest.mark.kernel
+@netns.requires_kernel_peer
+async def test_offload_tun_attributes_and_cleanup():
+    name = netns.unique_name("to")
+    link = TunLink(name)  # offload is the default
+    try:
+        assert link.offload and link.checksum_offload and link.offload_error is None
+        assert link.tso_max == 65535 and link.mtu == 1500 and not link.needs_arp
+        assert tun_flags(name) & 0x5003 == 0x5001  # IFF_TUN | IFF_NO_PI | IFF_VNET_HDR
+        assert "offload" in repr(link)
+        link.send_frame(b"\x45" + bytes(39))  # down: dropped, counted
+        assert link.stats["tx_dropped_down"] == 1
+        link.send_frame(bytes(1501))
+        link.send_frame(bytes(65536), 1448)
+        assert link.stats["tx_dropped_oversize"] == 2
+        link.send_frame(b"\x45" + bytes(39), 1448)  # GSO asked for, not TCP
+        assert link.stats["tx_dropped_bad_gso"] == 1
+    finally:
+        await link.aclose()
+    assert not os.path.exists(f"/sys/class/net/{name}")
+
+
+def refuse(monkeypatch, what: str) -> None:
+    """Make the kernel refuse ``what``: one of the offload ioctls, or
+    IFF_VNET_HDR when the device is opened."""
+    if what == "IFF_VNET_HDR":
+        real_open = tuntap_module._open_device
+
+        def open_device(name, flags, kind):
+            if flags & tuntap_module.IFF_VNET_HDR:
+                raise OSError(22, f"cannot open {kind} device {name!r}: Invalid argument")
+            return real_open(name, flags, kind)
+
+        monkeypatch.setattr(tuntap_module, "_open_device", open_device)
+        return
+    request = getattr(tuntap_module, f"_{what}")
+    real = tuntap_module._ioctl
+
+    def ioctl(fd, number, arg=0, *rest):
+        if number == request:
+            raise OSError(22, "Invalid argument")
+        return real(fd, number, arg, *rest)
+
+    monkeypatch.setattr(tuntap_module, "_ioctl", ioctl)

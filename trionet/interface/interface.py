@@ -106,6 +106,8 @@ class Interface:
         #: Our IPv4 addresses as ints, and the directed broadcast addresses of
         #: their networks (for the per-packet checks).
         self._ipv4_ints: frozenset[int] = frozenset()
+        #: The usable ones among them (the network layer's per-packet "ours?").
+        self.local_ipv4_ints: frozenset[int] = frozenset()
         self.broadcasts: frozenset[IPv4Address] = frozenset()
         self._broadcast_ints: frozenset[int] = frozenset()
         self.up = True
@@ -227,6 +229,7 @@ class Interface:
     def _addresses_changed(self) -> None:
         v4 = [a for a in self.addresses if a.version == 4]
         self._ipv4_ints = frozenset(int(a.ip) for a in v4)
+        self.local_ipv4_ints = frozenset(int(a.ip) for a in v4 if a.usable)
         self.broadcasts = frozenset(a.broadcast for a in v4 if a.broadcast is not None)
         self._broadcast_ints = frozenset(int(b) for b in self.broadcasts)
 

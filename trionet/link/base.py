@@ -19,7 +19,8 @@ class Link(abc.ABC):
     mtu: int = 1500
     #: True where the stack may neither compute nor verify checksums: frames
     #: never leave memory (cable, loopback), or the link completes them on
-    #: the way out and has them checked on the way in (TapLink(offload=True)).
+    #: the way out and has them checked on the way in (a TapLink or TunLink
+    #: with offload, the default where the kernel grants it).
     checksum_offload: bool = False
     #: False where frames need no link-layer address resolution (loopback):
     #: the interface skips ARP/NDP and fills in any MAC address.
@@ -29,9 +30,10 @@ class Link(abc.ABC):
     #: and sends packets as they are; ``mtu`` is then the largest packet.
     ethernet: bool = True
     #: TCP segmentation offload: 0 where the link takes only frames of at
-    #: most ``mtu`` + 14 bytes; else the largest frame (Ethernet header
-    #: included) it takes with ``send_frame(frame, gso_size)``, which it
-    #: splits into segments of ``gso_size`` payload bytes (TapLink(offload=True)).
+    #: most ``mtu`` + 14 bytes (``mtu`` on a TUN); else the largest frame
+    #: (Ethernet header included, where there is one) it takes with
+    #: ``send_frame(frame, gso_size)``, which it splits into segments of
+    #: ``gso_size`` payload bytes (TapLink and TunLink with offload).
     tso_max: int = 0
 
     def __init__(self) -> None:
@@ -43,8 +45,8 @@ class Link(abc.ABC):
 
         ``gso_size`` > 0 (only on links with ``tso_max``; callers never pass
         it to others, which may take just ``frame``): the frame is one IPv4
-        TCP segment of up to ``tso_max`` bytes that the link cuts into
-        segments of ``gso_size`` payload bytes."""
+        or IPv6 TCP segment of up to ``tso_max`` bytes that the link cuts
+        into segments of ``gso_size`` payload bytes."""
 
     @abc.abstractmethod
     async def receive_batch(self, max_frames: int = 64) -> list[bytes]:

@@ -1,7 +1,10 @@
 """A Linux TUN device: IP packets, with no link-layer header, to and from
 the host kernel (a point-to-point link). Constants: linux/if_tun.h."""
 
+import logging
+
 from .tuntap import IFF_NO_PI, IFF_TUN, TunTapLink
+from .vnet import BARE_IP
 
 
 class TunLink(TunTapLink):
@@ -22,6 +25,17 @@ class TunLink(TunTapLink):
     ``tx_dropped_down``, ``tx_dropped_oversize``, ``tx_dropped_broken``,
     ``tx_dropped_closed``, ``tx_dropped_error`` (e.g. the kernel refused a
     packet that is not IP), ``rx_dropped_oversize``.
+
+    Offloads as on ``TapLink``: ``offload=True`` (the default) opens the
+    device with ``IFF_VNET_HDR`` (a virtio-net header before each bare
+    packet) and asks for checksum offload and TSO; then ``offload`` and
+    ``checksum_offload`` are True and ``tso_max`` is 65535 (the largest
+    packet): checksums are left to the kernel (and checked here where it
+    did not vouch for them: ``rx_dropped_checksum``), TCP segments of up to
+    64 KB go and come as GSO packets (TCPV4, TCPV6; ``tx_gso_frames``,
+    ``rx_gso_frames``). Where the kernel refuses, the link opens the device
+    plain (``offload_error``, ``stats["offload_refused"]``, a warning);
+    ``offload=False`` forces plain packets.
     """
 
     __slots__ = ()
@@ -29,10 +43,8 @@ class TunLink(TunTapLink):
     kind = "TUN"
     ethernet = False
     needs_arp = False
+    _flags = IFF_TUN | IFF_NO_PI
     _header = 0
     _rx_slack = 0
-
-    def __init__(self, name: str, *, mtu: int | None = None) -> None:
-        super().__init__()
-        self._check_arguments(name, mtu)
-        self._attach(self._open(name, IFF_TUN | IFF_NO_PI), mtu)
+    _vnet = BARE_IP
+    _log = logging.getLogger("trionet.link.tun")

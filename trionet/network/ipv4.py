@@ -86,7 +86,9 @@ class Ipv4(IpFamily):
         stats["ipv4.rx"] += 1
         dst = header.dst
         broadcast = False
-        if not self.routing.is_local(dst):
+        # Ours on the interface it came in (an int set: no Python-level
+        # hashing of the address), else on any interface (the weak host model).
+        if dst._ip not in iface.local_ipv4_ints and not self.routing.is_local(dst):
             dst_int = int(dst)
             if dst_int == _LIMITED_BROADCAST or dst in iface.broadcasts:
                 broadcast = True

@@ -33,6 +33,7 @@ class CongestionControl:
     are bytes in flight before the event."""
 
     name = "none"
+    __slots__ = ("mss", "cwnd", "ssthresh")
 
     def __init__(self, mss: int, now: float = 0.0):
         self.mss = mss
@@ -124,6 +125,7 @@ class NewReno(CongestionControl):
     fast recovery."""
 
     name = "newreno"
+    __slots__ = ("_ca_acked",)
 
     def __init__(self, mss: int, now: float = 0.0):
         super().__init__(mss, now)
@@ -181,7 +183,10 @@ class Cubic(CongestionControl):
     BETA = 0.7         # beta_cubic
     ALPHA = 3 * (1 - BETA) / (1 + BETA)  # RFC 9438 4.3 alpha_cubic
     fast_convergence = True
-    hystart = True
+    __slots__ = ("hystart", "w_max", "cwnd_prior", "k", "epoch_start", "cwnd_epoch", "w_est",
+                 "alpha", "_acc", "_rto_epoch", "_hs_window_end", "_hs_last_min",
+                 "_hs_cur_min", "_hs_samples", "_hs_css", "_hs_css_baseline",
+                 "_hs_css_rounds", "hystart_exit")
 
     def __init__(self, mss: int, now: float = 0.0, hystart: bool = True):
         super().__init__(mss, now)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Callable
+from ipaddress import IPv4Address
 from typing import Any
 
 import trio
@@ -29,7 +30,7 @@ from .config import (CLOSE_WAIT, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, H
 from .connection import TcpConnection
 from .cookies import SynCookies
 from .isn import IsnGenerator
-from .passive import SynQueue
+from .passive import EmbryoSocket, HandshakeTimer, SynQueue
 from . import trace
 from .socket import TcpSocket
 
@@ -78,6 +79,9 @@ class TcpLayer:
         #: Sockets close_all() ends without a RST (FIN-WAIT-2 after a graceful close).
         self._quiet: set[TcpSocket] = set()
         self.connections: dict[tuple, TcpSocket] = {}
+        #: ``input``'s last IPv4 hit: (remote port, local port, remote and
+        #: local address as ints, socket).
+        self._last: tuple | None = None
         self.listeners: dict[tuple[IPAddress | None, int], SynQueue] = {}
         #: Forwarders (``forward``): interface -> the SYN queue taking
         #: connections to any address arriving there.
@@ -93,6 +97,8 @@ class TcpLayer:
         self.syncookies = 1
         self.cookies = SynCookies(secret)
         self.ports = EphemeralPortAllocator(secret=secret[16:])
+        #: SYN-ACK retransmissions of every handshake in progress (one task).
+        self.handshakes = HandshakeTimer(spawn)
         network.register_transport(PROTO_TCP, self.input, icmp_error=self.icmp_error,
                                    link_down=self.link_down,
                                    address_removed=self.address_removed)
@@ -113,11 +119,24 @@ class TcpLayer:
     def input(self, iface, ip, payload, raw, verify: bool, broadcast: bool) -> None:
         if broadcast:
             raise WireError("tcp.broadcast")  # RFC 1122 4.2.3.10
-        header, data = parse_tcp(payload, ip.src, ip.dst, verify_checksum=verify)
+        src, dst = ip.src, ip.dst
+        header, data = parse_tcp(payload, src, dst, verify_checksum=verify)
         stats = self.stats
         stats["tcp.rx"] += 1
-        key = (ip.dst, header.dst_port, ip.src, header.src_port)
-        sock = self.connections.get(key)
+        # The last connection found, by its IPv4 4-tuple as ints: a run of
+        # segments for one connection skips hashing ipaddress objects (a
+        # Python-level __hash__ and __eq__ each). A socket whose task ended
+        # left the table (``_forget`` runs after ``done``); IPv6 keys also
+        # carry a scope, so they always take the table.
+        last = self._last
+        if (last is not None and type(src) is IPv4Address and last[0] == header.src_port
+                and last[1] == header.dst_port and last[2] == src._ip and last[3] == dst._ip
+                and not last[4].done):
+            sock = last[4]
+        else:
+            sock = self.connections.get((dst, header.dst_port, src, header.src_port))
+            if sock is not None and type(src) is IPv4Address:
+                self._last = (header.src_port, header.dst_port, src._ip, dst._ip, sock)
         if trace.enabled():
             machine = sock.machine if sock is not None else None
             trace.log_segment(self.name, "in", ip.src, ip.dst, header, len(data),
@@ -294,28 +313,46 @@ class TcpLayer:
     def start_socket(self, machine: TcpConnection, *,
                      on_done: Callable[[TcpSocket], None] | None = None,
                      on_established: Callable[[TcpSocket], None] | None = None,
-                     interface: Any = None) -> TcpSocket:
+                     interface: Any = None, embryo: bool = False) -> TcpSocket:
         """Enter ``machine`` in the table and start its task. ``on_done``
-        runs (after the table forgets it) when the task ends. ``interface``:
-        the forwarder's that made it."""
-        def done(sock: TcpSocket) -> None:
-            self._forget(sock)
-            if interface is not None:
-                self._forwarded[interface] -= 1
-                self._release_if_unused(interface)
-            if on_done is not None:
-                on_done(sock)
-
+        runs when the task ends (default: the table forgets it; a listener's
+        calls ``socket_ended``). ``interface``: the forwarder's that made it.
+        ``embryo`` (a passive open in SYN-RECEIVED): no task yet, its SYN-ACK
+        goes now and the handshake timer retransmits it; once established,
+        ``on_established(sock)`` (the listener) queues it and calls
+        ``start_task``."""
         if interface is not None:
             self._forwarded[interface] = self._forwarded.get(interface, 0) + 1
-
         key = (machine.local[0], machine.local[1], machine.remote[0], machine.remote[1])
-        sock = TcpSocket(machine, key, self.network, self.stats, done, on_established, self.name)
+        cls = EmbryoSocket if embryo else TcpSocket
+        sock = cls(machine, key, self.network, self.stats, on_done or self._forget,
+                   on_established, self.name)
         self.connections[key] = sock
-        self._spawn(sock.run)
+        if embryo:
+            sock.flush()  # the SYN-ACK
+            self.handshakes.add(sock)
+        else:
+            self._spawn(sock.run)
         return sock
 
+    def start_task(self, sock: TcpSocket) -> None:
+        """An embryo's handshake completed: its task starts."""
+        self.handshakes.forget(sock)
+        sock.__class__ = TcpSocket  # the same slots: from now on its task's
+        self._spawn(sock.run)
+
+    def socket_ended(self, sock: TcpSocket, interface: Any = None) -> None:
+        """A listener's (or forwarder's, ``interface``) connection ended."""
+        self.handshakes.forget(sock)
+        self._forget(sock)
+        if interface is not None:
+            self._forwarded[interface] -= 1
+            self._release_if_unused(interface)
+
     def _forget(self, sock: TcpSocket) -> None:
+        last = self._last
+        if last is not None and last[4] is sock:
+            self._last = None  # ``input``'s cache must not keep it alive
         if self.connections.get(sock.key) is sock:
             del self.connections[sock.key]
             if not sock.machine.closed and sock not in self._quiet:
@@ -399,7 +436,8 @@ class TcpLayer:
                 self.listener_conflicts(address, port):
             raise OSError(errno.EADDRINUSE, f"TCP port {port} is in use")
         queue = SynQueue(address, port, backlog, max(backlog, 128), accept=accept,
-                         accept_queue_length=accept_queue_length, close=close)
+                         accept_queue_length=accept_queue_length, close=close,
+                         ended=self.socket_ended, start_task=self.start_task)
         self.listeners[(address, port)] = queue
         return queue
 
@@ -411,7 +449,8 @@ class TcpLayer:
         if iface in self.forwarders:
             raise OSError(errno.EADDRINUSE, f"interface {iface.name} has a TCP forwarder already")
         queue = SynQueue(None, 0, backlog, max(backlog, 128), accept=accept,
-                         accept_queue_length=accept_queue_length, close=close, interface=iface)
+                         accept_queue_length=accept_queue_length, close=close, interface=iface,
+                         ended=self.socket_ended, start_task=self.start_task)
         self.forwarders[iface] = queue
         self.network.intercept(iface, PROTO_TCP, self.forward_input)
         return queue
@@ -437,6 +476,8 @@ class TcpLayer:
         for sock in queue.embryo_sockets():
             sock.abort()
         queue.clear()
+        if not self.listeners and not self.forwarders:
+            self.handshakes.stop()
         if iface is not None:
             self._release_if_unused(iface)
 

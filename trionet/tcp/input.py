@@ -3,10 +3,11 @@ on the send side, and the text and FIN given to the receive side."""
 
 from __future__ import annotations
 
-from ..wire.tcp import ACK, FIN, RST, SYN, TcpHeader
+from ..wire.tcp import ACK, FIN, PSH, RST, SYN, TcpHeader
 from .config import (CLOSE_WAIT, CLOSED, CLOSING, ESTABLISHED, FIN_WAIT_1, FIN_WAIT_2, HALF,
                      INF, LAST_ACK, LISTEN, M32, RECEIVING_STATES, SENDING_STATES,
                      SYN_RECEIVED, SYN_SENT, TIME_WAIT, reset_for)
+from .recovery import DISORDER, OPEN
 
 
 class InputMixin:
@@ -14,8 +15,25 @@ class InputMixin:
 
     __slots__ = ()
 
+    #: Header prediction (``_predicted``) on; tests turn it off to compare
+    #: against the full path.
+    header_prediction = True
+
     def on_segment(self, h: TcpHeader, payload, now: float) -> None:
+        self._input(h, payload, now)
+        self._update_deadline()
+
+    def on_segments(self, batch, now: float) -> None:
+        """``on_segment`` for each (header, payload) of ``batch`` in turn,
+        with ``next_deadline`` updated once, after the last."""
+        for h, payload in batch:
+            self._input(h, payload, now)
+        self._update_deadline()
+
+    def _input(self, h: TcpHeader, payload, now: float) -> None:
         st = self.state
+        if st is ESTABLISHED and self.header_prediction and self._predicted(h, payload, now):
+            return
         if st is ESTABLISHED or (st is not SYN_SENT and st is not CLOSED and st is not LISTEN):
             self._on_segment_synchronized(h, payload, now)
         elif st is SYN_SENT:
@@ -25,7 +43,6 @@ class InputMixin:
             rst = reset_for(h, len(payload))
             if rst is not None:
                 self._out.append((rst, b""))
-        self._update_deadline()
 
     def accepts_syn_in_time_wait(self, syn: TcpHeader) -> bool:
         """Whether a new SYN for this 4-tuple may reopen it from TIME-WAIT
@@ -89,6 +106,93 @@ class InputMixin:
         rtt.timed_seq = None
         self._retries = 0
         self.timers.rtx = INF if self.snd_una >= self.snd_max else now + rtt.rto
+
+    def _predicted(self, h: TcpHeader, payload, now: float) -> bool:
+        """Header prediction (RFC 9293 3.10.7.4's common case; as BSD's
+        tcp_input and Linux's tcp_rcv_established fast path): in ESTABLISHED,
+        a segment with only ACK (and PSH) set, at RCV.NXT, an ACK within
+        SND.UNA..SND.MAX, no SACK blocks, a timestamp that passes PAWS, and
+        data (if any) that fits the window with nothing held out of order.
+        Does what ``_on_segment_synchronized`` would do for it, with fewer
+        checks and calls; False (nothing changed) for any other segment."""
+        if h.flags & ~PSH != ACK:
+            return False
+        rcv_nxt = self.rcv_nxt
+        if h.seq != rcv_nxt & M32:
+            return False
+        opts = h.options
+        if opts.sack_blocks:
+            return False
+        ts = opts.timestamps
+        timestamps = self.timestamps
+        ts_ok = timestamps.ok
+        if ts_ok and (ts is None or timestamps.is_old(ts[0], now)):
+            return False
+        plen = len(payload)
+        if plen:
+            asm = self.assembler
+            if (plen > self.rcv_adv - rcv_nxt or asm.segments or asm.fin is not None
+                    or self._app_closed):
+                return False
+        una = self.snd_una
+        ack = una + (((h.ack - una + HALF) & M32) - HALF)
+        if ack < una or ack > self.snd_max:
+            return False
+
+        # The fifth check (ACK), as the full path orders it.
+        self._last_recv = now
+        timers = self.timers
+        timers.keepalive_probes = 0
+        if ts_ok and rcv_nxt <= self._last_ack_sent and ((ts[0] - timestamps.recent) & M32) < HALF:
+            timestamps.recent = ts[0]  # RFC 7323 4.3
+            timestamps.recent_stamp = now
+        rec = self.recovery
+        if (ack == una and self._sack_ok and rec.state <= DISORDER
+                and rec.scoreboard.clean and rec.tlp_high is None and timers.reo == INF):
+            # Nothing acknowledged, nothing lost: only the window may change.
+            rec.state = OPEN
+            timers.zero_window_probes = 0
+            wnd = h.window << self._snd_wscale
+            if self.snd_wl1 < rcv_nxt or (self.snd_wl1 == rcv_nxt and self.snd_wl2 <= ack):
+                self.snd_wnd = wnd
+                self.snd_wl1 = rcv_nxt
+                self.snd_wl2 = ack
+                if wnd > self.max_snd_wnd:
+                    self.max_snd_wnd = wnd
+                if wnd and timers.persist != INF:
+                    timers.persist = INF
+                    timers.persist_backoff = 0
+            send_buffer = self.send_buffer
+            if send_buffer.autotune:
+                send_buffer.grow(self.cc.cwnd, self.config)
+        else:
+            self._process_ack(h, rcv_nxt, ack, plen, h.flags, now)
+
+        # The seventh check (text), in order: the in-sequence branch of
+        # ``_process_data``.
+        if plen:
+            receive_buffer = self.receive_buffer
+            if receive_buffer.autotune:
+                self._measure_receiver_rtt(ts[1] if ts is not None and ts_ok else None,
+                                           plen, now)
+            if plen > self._rcv_mss:
+                mss = self.config.mss
+                self._rcv_mss = plen if plen < mss else mss
+            receive_buffer.data.append(payload)
+            self.rcv_nxt = rcv_nxt + plen
+            self._ack_pending += plen
+            if self._ack_pending > self._rcv_mss:
+                self._send_ack(now)  # every second full-sized segment (RFC 1122 4.2.3.2)
+            elif timers.delack == INF:
+                timers.delack = now + self.config.delayed_ack
+
+        send_buffer = self.send_buffer
+        data_end = send_buffer.seq + len(send_buffer.data)
+        nxt = self.snd_max
+        if nxt < data_end or (nxt == data_end and send_buffer.fin_queued) \
+                or rec.scoreboard.lost_hint != INF:
+            self._push(now)
+        return True
 
     def _on_segment_synchronized(self, h: TcpHeader, payload, now: float) -> None:
         """RFC 9293 3.10.7.4 for SYN-RECEIVED and the synchronized states."""

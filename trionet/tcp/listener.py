@@ -99,8 +99,15 @@ class Listener(trio.abc.Listener[Stream]):
         socket layer wraps it its own way; ``accept`` in a Stream)."""
         if self._closed:
             raise trio.ClosedResourceError("listener is closed")
+        await trio.lowlevel.checkpoint_if_cancelled()
+        receive = self._ready_receive
         try:
-            return await self._ready_receive.receive()
+            try:
+                # A connection waiting is taken without a schedule point (the
+                # accept queue is bounded, so an accept loop still parks).
+                return receive.receive_nowait()
+            except trio.WouldBlock:
+                return await receive.receive()
         except (trio.EndOfChannel, trio.ClosedResourceError):
             raise trio.ClosedResourceError("listener is closed") from None
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import logging
 
-from ..wire.tcp import ACK, FIN, NO_OPTIONS, PSH, RST, TcpHeader, TcpOptions
+from ..wire.tcp import (ACK, FIN, NO_OPTIONS, PSH, RST, TcpHeader, TcpOptions, make_header,
+                        timestamp_options)
 from .config import HALF, INF, M32
 from .recovery import RECOVERY
 from .sack import Seg
@@ -85,7 +86,7 @@ class OutputMixin:
             if sack:
                 return TcpOptions(timestamps=(timestamps.tsval(now), timestamps.recent),
                                   sack_blocks=asm.sack_blocks(3))
-            return TcpOptions(timestamps=(timestamps.tsval(now), timestamps.recent))
+            return timestamp_options((timestamps.tsval(now), timestamps.recent))
         if sack:
             return TcpOptions(sack_blocks=asm.sack_blocks(4))
         return NO_OPTIONS
@@ -102,8 +103,8 @@ class OutputMixin:
             ack = self.rcv_nxt & M32
         else:
             ack = 0
-        self._out.append((TcpHeader(self.local[1], self.remote[1], seq & M32, ack, flags,
-                                    self._window_field(), 0, opts), payload))
+        self._out.append((make_header(self.local[1], self.remote[1], seq & M32, ack, flags,
+                                      self._window_field(), 0, opts), payload))
 
     def _send_ack(self, now: float) -> None:
         # Pure ACKs carry SND.MAX (BSD): after a go-back-N rewind SND.NXT lags.

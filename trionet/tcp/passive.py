@@ -4,6 +4,8 @@ the accept queue (the ``Listener``'s)."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 import weakref
 from collections import deque
@@ -20,6 +22,117 @@ from .connection import TcpConnection
 from .cookies import MAX_AGE, PERIOD
 from . import trace
 from .socket import TcpSocket
+
+
+class EmbryoSocket(TcpSocket):
+    """A passive open in SYN-RECEIVED (as Linux's request socks): in the
+    connection table with its machine, but without a task. Its segments are
+    fed to the machine by a plain call in the NIC task, its SYN-ACK
+    retransmissions come from the stack's ``HandshakeTimer``; the task
+    starts when the handshake completes (the class becomes ``TcpSocket``)."""
+
+    __slots__ = ()
+
+    def deliver(self, header, payload) -> bool:
+        if self._done:
+            return False
+        self.machine.on_segment(header, payload, trio.current_time())
+        self.flush()
+        return True
+
+
+class HandshakeTimer:
+    """The SYN-ACK retransmission timer of every embryo of a stack: one task
+    parked in one cancel scope whose deadline is the earliest embryo's
+    (moved, never re-made, as a connection's timer). Entries are a heap of
+    (deadline, n, socket); one whose deadline is no longer the socket's in
+    ``_due`` is stale and skipped. In SYN-RECEIVED a deadline only moves
+    later (a retransmitted SYN leaves the timer alone), so stale entries
+    are re-pushed when they come due. The task runs while listeners exist
+    (``stop`` ends it), not per handshake."""
+
+    __slots__ = ("_spawn", "_heap", "_due", "_count", "_scope", "_running", "_stopping")
+
+    def __init__(self, spawn: Callable):
+        self._spawn = spawn
+        self._heap: list[tuple[float, int, TcpSocket]] = []
+        self._due: dict[TcpSocket, float] = {}
+        self._count = itertools.count()
+        self._scope: trio.CancelScope | None = None
+        self._running = False
+        self._stopping = False
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def add(self, sock: TcpSocket) -> None:
+        """Time ``sock``'s machine (an embryo) at its ``next_deadline``."""
+        self._stopping = False
+        self._push(sock, sock.machine.next_deadline)
+        if not self._running:
+            self._running = True
+            self._spawn(self._run)
+
+    def _push(self, sock: TcpSocket, deadline: float) -> None:
+        if deadline == math.inf:
+            self._due.pop(sock, None)
+            return
+        self._due[sock] = deadline
+        heapq.heappush(self._heap, (deadline, next(self._count), sock))
+        scope = self._scope
+        if scope is not None and deadline < scope.deadline:
+            scope.deadline = deadline
+
+    def forget(self, sock: TcpSocket) -> None:
+        """``sock`` is an embryo no more (established or gone)."""
+        due = self._due
+        if due.pop(sock, None) is None:
+            return
+        heap = self._heap
+        # Drop stale entries on top, so the timer does not wake for them.
+        while heap and due.get(heap[0][2]) != heap[0][0]:
+            heapq.heappop(heap)
+        scope = self._scope
+        if scope is not None:
+            deadline = heap[0][0] if heap else math.inf
+            if scope.deadline != deadline:
+                scope.deadline = deadline
+
+    def stop(self) -> None:
+        """No listening endpoint left: the task ends (a new embryo starts it again)."""
+        if self._running:
+            self._stopping = True
+            if self._scope is not None:
+                self._scope.cancel()
+
+    async def _run(self) -> None:
+        try:
+            while not self._stopping:
+                heap = self._heap
+                with trio.CancelScope(deadline=heap[0][0] if heap else math.inf) as scope:
+                    self._scope = scope
+                    await trio.sleep_forever()
+                self._scope = None
+                self._fire(trio.current_time())
+        finally:
+            self._scope = None
+            self._running = False
+
+    def _fire(self, now: float) -> None:
+        heap, due = self._heap, self._due
+        while heap and heap[0][0] <= now:
+            deadline, _, sock = heapq.heappop(heap)
+            if due.get(sock) != deadline:
+                continue  # stale
+            machine = sock.machine
+            if machine.next_deadline > now:
+                self._push(sock, machine.next_deadline)
+                continue
+            del due[sock]
+            machine.on_timer(now)  # RFC 9293 3.8.1 / RFC 6298: SYN-ACK again, backed off
+            sock.flush()
+            if not sock.done and not machine.established:
+                self._push(sock, machine.next_deadline)
 
 
 class SynQueue:
@@ -39,7 +152,8 @@ class SynQueue:
 
     def __init__(self, address, port: int, backlog: int, syn_backlog: int, *,
                  accept: Callable[[TcpSocket], bool], accept_queue_length: Callable[[], int],
-                 close: Callable[[], None], interface: Any = None):
+                 close: Callable[[], None], interface: Any = None,
+                 ended: Callable[..., None], start_task: Callable[[TcpSocket], None]):
         self.address = address
         #: 0 for a forwarder's: every port (the SYN's).
         self.port = port
@@ -52,6 +166,10 @@ class SynQueue:
         self.accept_queue_length = accept_queue_length
         #: Closes the listener this endpoint serves (the stack is going away).
         self.close = close
+        #: The layer's: a connection of ours ended (``ended(sock, interface)``),
+        #: an embryo's handshake completed (its task starts).
+        self._ended = ended
+        self._start_task = start_task
         #: Embryos (SYN-RECEIVED), each with whether it is still "young":
         #: its first SYN-ACK not yet retransmitted (made less than one
         #: initial RTO ago). Only young ones count against ``backlog``.
@@ -129,8 +247,9 @@ class SynQueue:
         machine = TcpConnection.accept(
             local, remote, header, tcp.isn.isn(local_ip, port, remote_ip, header.src_port),
             tcp.config, now, tcp.ts_offset(local, remote), mss=tcp.route_mss(path))
-        sock = tcp.start_socket(machine, on_done=self._forget_embryo,
-                                on_established=self._established, interface=self.interface)
+        sock = tcp.start_socket(machine, on_done=self._socket_done,
+                                on_established=self._established, interface=self.interface,
+                                embryo=True)
         self._embryos[sock] = True
         self._young += 1
         self._young_queue.append((now, weakref.ref(sock)))
@@ -205,7 +324,7 @@ class SynQueue:
         machine = TcpConnection.from_cookie(
             local, remote, header, (header.ack - 1) & M32, mss, options[0], options[1],
             tcp.config, now, cookies.ts_offset(local, remote), mss=tcp.route_mss(path))
-        sock = tcp.start_socket(machine, interface=self.interface)
+        sock = tcp.start_socket(machine, on_done=self._socket_done, interface=self.interface)
         self.accept(sock)  # straight into the accept queue
         if len(data) or header.flags & FIN:
             sock.deliver(header, bytes(data))
@@ -215,13 +334,22 @@ class SynQueue:
         return True
 
     def _forget_embryo(self, sock: TcpSocket) -> None:
-        """Off the SYN queue (established, or its task ended)."""
+        """Off the SYN queue (established, or ended)."""
         if self._embryos.pop(sock, False):
             self._young -= 1
 
-    def _established(self, sock: TcpSocket) -> None:
-        """The handshake completed: into the accept queue, or reset when
-        there is no room after all (its RST leaves with this flush)."""
+    def _socket_done(self, sock: TcpSocket) -> None:
+        """One of our connections ended (a bound method, not a closure per
+        connection)."""
+        self._ended(sock, self.interface)
         self._forget_embryo(sock)
-        if not self.accept(sock):
+
+    def _established(self, sock: TcpSocket) -> None:
+        """The handshake completed: into the accept queue and its task
+        starts, or reset when there is no room after all (its RST leaves
+        with this flush)."""
+        self._forget_embryo(sock)
+        if self.accept(sock):
+            self._start_task(sock)
+        else:
             sock.machine.abort(trio.current_time())

@@ -202,9 +202,7 @@ class TcpSocket:
                         except trio.EndOfChannel:  # terminate(): the 4-tuple is reused
                             return
                         self._pending = None  # later segments start the next batch
-                        now = trio.current_time()
-                        for header, payload in batch:
-                            machine.on_segment(header, payload, now)
+                        machine.on_segments(batch, trio.current_time())
                         self.flush()
                         if machine.closed:
                             break

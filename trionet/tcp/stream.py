@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import trio
@@ -14,6 +15,7 @@ from .socket import TcpSocket
 DEFAULT_RECEIVE_SIZE = 65536
 
 _checkpoint_if_cancelled = trio.lowlevel.checkpoint_if_cancelled
+_current_effective_deadline = trio.current_effective_deadline
 _cancel_shielded_checkpoint = trio.lowlevel.cancel_shielded_checkpoint
 
 #: Largest send_buffer / receive_buffer (the window scale allows 1 GiB, RFC 7323 2.3).
@@ -221,22 +223,30 @@ class Stream(trio.abc.HalfCloseableStream):
     # --- closing ------------------------------------------------------------------------
 
     async def aclose(self) -> None:
+        if _current_effective_deadline() == -math.inf:
+            # Closing in a cancelled scope (aclose_forcefully, serve_listeners
+            # after a handler): no waiting and no schedule point (nothing is
+            # waited for), reset the connection unless it is closed already.
+            if not self._closed:
+                self._force_close()
+            return
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
         sock = self._sock
-        machine = self._machine
         try:
             await _checkpoint_if_cancelled()
         except trio.Cancelled:
-            # Closing in a cancelled scope (aclose_forcefully, serve_listeners
-            # after a handler): no waiting, reset the connection.
-            if machine.closed:
-                sock.flush()
-            else:
-                sock.abort()
+            self._force_close()  # a deadline that had passed: as above
             raise
         # FIN after the buffered data; RST if unread data is left (RFC 2525 2.17).
         sock.close()
         await _cancel_shielded_checkpoint()
+
+    def _force_close(self) -> None:
+        self._closed = True
+        if self._machine.closed:
+            self._sock.flush()
+        else:
+            self._sock.abort()

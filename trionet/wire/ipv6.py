@@ -6,6 +6,7 @@ from ipaddress import IPv6Address
 import attrs
 
 from .errors import WireError
+from .fast import slot_constructor
 # Re-exported: IPv6 shares IPv4's protocol numbers (RFC 8200 4).
 from .ipv4 import PROTO_TCP, PROTO_UDP  # noqa: F401
 
@@ -139,6 +140,10 @@ def is_extension_header(next_header: int) -> bool:
     return next_header in _EXTENSION_HEADERS
 
 
+# The per-packet constructor (``fast.py``): the same objects, less work.
+_parsed_header = slot_constructor(IPv6Header)
+
+
 def parse_ipv6(data, address=IPv6Address) -> tuple[IPv6Header, memoryview]:
     """Parse the fixed header; the payload view ends at the payload length,
     so link-layer padding after it is dropped. A jumbogram (payload length
@@ -154,8 +159,8 @@ def parse_ipv6(data, address=IPv6Address) -> tuple[IPv6Header, memoryview]:
     end = IPV6_HEADER_LEN + plen
     if end > n:
         raise WireError("ipv6.truncated")
-    header = IPv6Header(address(src), address(dst), nh, hlim,
-                        (vtf >> 20) & 0xFF, vtf & _FLOW_LABEL_MASK)
+    header = _parsed_header(address(src), address(dst), nh, hlim,
+                            (vtf >> 20) & 0xFF, vtf & _FLOW_LABEL_MASK)
     return header, memoryview(data)[IPV6_HEADER_LEN:end]
 
 

@@ -13,6 +13,7 @@ import attrs
 
 from .checksum import ones_complement_sum, pseudo_header_sum
 from .errors import WireError
+from .fast import slot_constructor
 
 FIN = 0x01
 SYN = 0x02
@@ -103,6 +104,13 @@ class TcpHeader:
         return out or "none"
 
 
+# The per-segment constructors (``fast.py``): the same objects, half the cost.
+make_header = slot_constructor(TcpHeader)
+#: ``timestamp_options((tsval, tsecr))``: ``TcpOptions(timestamps=(tsval, tsecr))``.
+timestamp_options = slot_constructor(TcpOptions, mss=None, window_scale=None,
+                                     sack_permitted=False, sack_blocks=())
+
+
 def _parse_options(opts: bytes) -> TcpOptions:
     """Slow path. RFC 9293 3.2: skip unknown options by their length; a length
     that is < 2 or runs past the header is malformed. A known option with the
@@ -165,12 +173,11 @@ def parse_tcp(data, src_ip, dst_ip, *, verify_checksum: bool = True):
         raise WireError("tcp.bad_checksum")
     if hlen == TCP_MIN_HEADER_LEN:
         options = NO_OPTIONS
-    elif hlen == 32 and _U32X3.unpack_from(data, 20)[0] == _TS_WORD:
-        _, tsval, tsecr = _U32X3.unpack_from(data, 20)
-        options = TcpOptions(timestamps=(tsval, tsecr))
+    elif hlen == 32 and (ts := _U32X3.unpack_from(data, 20))[0] == _TS_WORD:
+        options = timestamp_options(ts[1:])
     else:
         options = _parse_options(bytes(data[TCP_MIN_HEADER_LEN:hlen]))
-    header = TcpHeader(sport, dport, seq, ack, flags, window, urgent, options)
+    header = make_header(sport, dport, seq, ack, flags, window, urgent, options)
     mv = data if isinstance(data, memoryview) else memoryview(data)
     return header, mv[hlen:]
 
