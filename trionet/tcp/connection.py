@@ -75,6 +75,8 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin, RecoveryMixin):
         # RTT, timers, retransmission, congestion and loss recovery
         "rtt", "timers", "_retries", "retransmits", "cc", "recovery", "_last_send",
         "_last_recv", "challenges",
+        # full-sized segments one data segment may carry (TSO: the path's link cuts it)
+        "gso_segments",
     )
 
     def __init__(self, local, remote, iss: int, config: TcpConfig, now: float,
@@ -138,6 +140,10 @@ class TcpConnection(InputMixin, OutputMixin, TimerMixin, RecoveryMixin):
         self.recovery = LossRecovery(iss)
         self._last_send = now
         self._last_recv = now
+        #: Set by the task from the path: >1 where the link takes TCP
+        #: segments of several MSS and cuts them (TSO), so new data goes out
+        #: as such segments, one scoreboard record each (Linux tcp_write_xmit).
+        self.gso_segments = 1
         self.challenges = ChallengeAcks(now)
 
     # ------------------------------------------------------------------

@@ -169,7 +169,20 @@ class OutputMixin:
         room_c = cwnd - (flight if sb.clean else sb.pipe(flight))
         wnd_edge = una + self.snd_wnd
         sent = False
+        gso = self.gso_segments if mss == self._mss else 1
         while True:
+            if gso > 1:
+                # Several full-sized segments as one for a TSO link: what
+                # the loop below would send one by one (each passes the
+                # cwnd, window, SWS and Nagle checks), in one record.
+                k = min(gso, (data_end - nxt) // mss, room_c // mss, (wnd_edge - nxt) // mss)
+                if k >= 2:
+                    end = nxt + k * mss
+                    self._send_new(nxt, end, fin and end == data_end, now)
+                    room_c -= k * mss
+                    nxt = self.snd_max
+                    sent = True
+                    continue
             if nxt >= data_end:
                 if fin and nxt == data_end:
                     # A bare FIN needs no window (Linux accepts one at a zero window).

@@ -40,22 +40,28 @@ _IPV6_HEADER = 40
 
 
 def send_segments(network, stats: Stats, local_ip, remote_ip, out: list,
-                  mtu_seen: float = math.inf) -> int:
+                  mtu_seen: float = math.inf, mss: int = 0):
     """Build and send the machine's output segments to ``remote_ip``; the
-    path's MTU (0 without a route). When it is below ``mtu_seen`` (the path
-    MTU went down), segments that no longer fit are held back: the caller
-    lowers the MSS, which resends them smaller (RFC 8201 5.2)."""
+    path (None without a route). When its MTU is below ``mtu_seen`` (the
+    path MTU went down), segments that no longer fit are held back: the
+    caller lowers the MSS, which resends them smaller (RFC 8201 5.2).
+    ``mss``: data segments longer than this carry several full-sized ones
+    (the machine's ``gso_segments``): on a TSO path they go as one GSO
+    segment, elsewhere cut here."""
     try:
         path = network.path_to(remote_ip)
     except OSError:
         stats["drop.tcp.no_route"] += len(out)
-        return 0
+        return None
+    if mss and (not path.tso_max or path.mtu < mtu_seen) and \
+            any(len(p) > mss for _, p in out):
+        out = _cut(out, mss)
     if path.mtu < mtu_seen:
         room = path.mtu - (_IP_HEADER if remote_ip.version == 4 else _IPV6_HEADER)
         out = [(h, p) for h, p in out
                if TCP_MIN_HEADER_LEN + options_length(h.options) + len(p) <= room]
-    if path.tso_max and len(out) > 1:
-        send_coalesced(path, stats, local_ip, remote_ip, out)
+    if path.tso_max and (len(out) > 1 or mss and len(out[0][1]) > mss):
+        send_coalesced(path, stats, local_ip, remote_ip, out, mss)
     else:
         compute = not path.offload
         output = path.output
@@ -63,10 +69,30 @@ def send_segments(network, stats: Stats, local_ip, remote_ip, out: list,
             segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
             output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True)
     stats["tcp.tx"] += len(out)
-    return path.mtu
+    return path
 
 
-def send_coalesced(path, stats: Stats, local_ip, remote_ip, out: list) -> None:
+def _cut(out: list, mss: int) -> list:
+    """Data segments longer than ``mss`` cut into segments of ``mss`` (the
+    last shorter), as a link's GSO would: PSH and FIN on the last piece."""
+    pieces = []
+    for header, payload in out:
+        n = len(payload)
+        if n <= mss:
+            pieces.append((header, payload))
+            continue
+        view = memoryview(payload)
+        seq = header.seq
+        plain = attrs.evolve(header, flags=header.flags & ~(PSH | FIN))
+        for off in range(0, n, mss):
+            last = off + mss >= n
+            piece = header if last else plain
+            pieces.append((attrs.evolve(piece, seq=(seq + off) & _M32),
+                           bytes(view[off:off + mss])))
+    return pieces
+
+
+def send_coalesced(path, stats: Stats, local_ip, remote_ip, out: list, mss: int = 0) -> None:
     """Send ``out`` on a path with TSO: each run of data segments with
     consecutive sequence numbers, the same length (the last may be shorter)
     and the same ACK, window and options goes as one segment of up to
@@ -82,6 +108,14 @@ def send_coalesced(path, stats: Stats, local_ip, remote_ip, out: list) -> None:
     while i < n:
         header, payload = out[i]
         size = len(payload)
+        if mss and size > mss:
+            # Several full-sized segments made as one (``gso_segments``).
+            segment = build_tcp(header, payload, local_ip, remote_ip, compute_checksum=compute)
+            output(path, local_ip, remote_ip, PROTO_TCP, segment, dont_fragment=True,
+                   gso_size=mss)
+            runs += 1
+            i += 1
+            continue
         j = i + 1
         if size and header.flags == ACK and j < n:
             opts = header.options
@@ -228,8 +262,13 @@ class TcpSocket:
                 for header, payload in out:
                     trace.log_segment(self._name, "out", self.local_ip, self.remote_ip, header,
                                       len(payload), machine.iss, machine.irs)
-            mtu = send_segments(self._network, self._stats, self.local_ip, self.remote_ip, out,
-                                self._mtu_seen)
+            path = send_segments(self._network, self._stats, self.local_ip, self.remote_ip,
+                                 out, self._mtu_seen, machine._mss)
+            mtu = path.mtu if path is not None else 0
+            # TSO: new data as segments of up to this many MSS (the IP and
+            # TCP headers with options, at most 120 bytes, fit beside them).
+            machine.gso_segments = max(1, (path.tso_max - 120) // machine._mss) \
+                if path is not None and path.tso_max and not 0 < mtu < self._mtu_seen else 1
             if 0 < mtu < self._mtu_seen:
                 # The path's MTU went down (a Packet Too Big about another
                 # transport's packet, a new route: RFC 8201 5.2): segments
