@@ -128,3 +128,42 @@ def test_a_lowered_mss_cuts_records_again():
     later = [(h.seq, n) for _, side, h, n in pair.log[logged:] if side == "a" and n]
     assert later and max(n for _, n in later) <= new_mss
     assert any(seq < in_flight_end for seq, _ in later)  # resent, smaller
+
+
+class _Path:
+    def __init__(self, mtu: int, tso_max: int):
+        self.mtu, self.tso_max, self.offload = mtu, tso_max, True
+        self.sent: list[tuple[int, int]] = []  # (segment length, gso_size)
+
+    def output(self, path, src, dst, proto, segment, dont_fragment=True, gso_size=0):
+        self.sent.append((len(segment), gso_size))
+
+
+class _Network:
+    def __init__(self, path: _Path):
+        self.path = path
+
+    def path_to(self, dst):
+        return self.path
+
+
+def test_send_segments_on_tso_and_plain_paths_and_after_the_mtu_went_down():
+    """A multi-MSS segment goes whole with gso_size = MSS on a TSO path,
+    cut on a plain one; after the path MTU went down (RFC 8201 5.2)
+    segments that no longer fit are held back, also when none is left."""
+    from collections import Counter
+    from ipaddress import ip_address
+
+    from trionet.tcp.socket import send_segments
+    src, dst = ip_address("10.0.0.1"), ip_address("10.0.0.2")
+    header = TcpHeader(1, 2, 1000, 7, ACK | PSH, 100, 0, TcpOptions())
+    out = [(header, bytes(3000))]
+    tso = _Path(1500, 65535)
+    assert send_segments(_Network(tso), Counter(), src, dst, out, mss=1000) is tso
+    assert tso.sent == [(3020, 1000)]
+    plain = _Path(1500, 0)
+    send_segments(_Network(plain), Counter(), src, dst, out, mss=1000)
+    assert plain.sent == [(1020, 0)] * 3
+    lowered = _Path(576, 65535)
+    assert send_segments(_Network(lowered), Counter(), src, dst, out, 1500, mss=1000) is lowered
+    assert lowered.sent == []

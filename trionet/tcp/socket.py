@@ -60,6 +60,8 @@ def send_segments(network, stats: Stats, local_ip, remote_ip, out: list,
         room = path.mtu - (_IP_HEADER if remote_ip.version == 4 else _IPV6_HEADER)
         out = [(h, p) for h, p in out
                if TCP_MIN_HEADER_LEN + options_length(h.options) + len(p) <= room]
+    if not out:
+        return path  # nothing fits the lowered MTU: resent smaller by the caller
     if path.tso_max and (len(out) > 1 or mss and len(out[0][1]) > mss):
         send_coalesced(path, stats, local_ip, remote_ip, out, mss)
     else:
