@@ -103,10 +103,9 @@ class Interface:
         self.arp = ArpCache(arp_config)
         #: Every address of the interface, in the order added.
         self.addresses: list[InterfaceAddress] = []
-        #: Our IPv4 addresses as ints, and the directed broadcast addresses of
-        #: their networks (for the per-packet checks).
-        self._ipv4_ints: frozenset[int] = frozenset()
-        #: The usable ones among them (the network layer's per-packet "ours?").
+        #: Our IPv4 addresses as ints (all usable: an IPv4 address is used
+        #: at once), and the directed broadcast addresses of their networks
+        #: (for the per-packet checks: ARP, the network layer's "ours?").
         self.local_ipv4_ints: frozenset[int] = frozenset()
         self.broadcasts: frozenset[IPv4Address] = frozenset()
         self._broadcast_ints: frozenset[int] = frozenset()
@@ -228,8 +227,7 @@ class Interface:
 
     def _addresses_changed(self) -> None:
         v4 = [a for a in self.addresses if a.version == 4]
-        self._ipv4_ints = frozenset(int(a.ip) for a in v4)
-        self.local_ipv4_ints = frozenset(int(a.ip) for a in v4 if a.usable)
+        self.local_ipv4_ints = frozenset(int(a.ip) for a in v4)
         self.broadcasts = frozenset(a.broadcast for a in v4 if a.broadcast is not None)
         self._broadcast_ints = frozenset(int(b) for b in self.broadcasts)
 
@@ -301,7 +299,7 @@ class Interface:
         return best
 
     def owns_ipv4(self, address: IPv4Address) -> bool:
-        return int(address) in self._ipv4_ints
+        return int(address) in self.local_ipv4_ints
 
     # --- receive ---------------------------------------------------------
 

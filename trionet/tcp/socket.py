@@ -264,8 +264,11 @@ class TcpSocket:
                 for header, payload in out:
                     trace.log_segment(self._name, "out", self.local_ip, self.remote_ip, header,
                                       len(payload), machine.iss, machine.irs)
+            # Segments of several MSS exist only where the machine was told
+            # it may make them: no scan of the output on other paths.
             path = send_segments(self._network, self._stats, self.local_ip, self.remote_ip,
-                                 out, self._mtu_seen, machine._mss)
+                                 out, self._mtu_seen,
+                                 machine._mss if machine.gso_segments > 1 else 0)
             mtu = path.mtu if path is not None else 0
             # TSO: new data as segments of up to this many MSS (the IP and
             # TCP headers with options, at most 120 bytes, fit beside them).
